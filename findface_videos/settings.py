@@ -1,0 +1,199 @@
+"""Settings for findface-videos, read from the environment (see README "Configuration")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+from findface_videos.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("FFV_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and env_bool("FFV_REQUIRE_SECRET_KEY", False):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set")
+    SECRET_KEY = "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "videos",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "findface_videos.urls"
+WSGI_APPLICATION = "findface_videos.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite under var/ unless DATABASE_URL names another (PostgreSQL in production).
+DATABASE_URL = env_str("DATABASE_URL", "")
+if DATABASE_URL:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc}") from exc
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            "OPTIONS": {"timeout": 30},
+            # A file, not memory, so that a worker process started by a test sees the test database.
+            "TEST": {"NAME": VAR_DIR / "test-db.sqlite3"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+# --- Internationalisation: English by default, Russian on `Accept-Language: ru`.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("ru", _("Russian"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Files
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", "") or None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache"),
+        "TIMEOUT": 24 * 3600,
+    }
+}
+
+# --- API
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["videos.auth.ExpiringTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["videos.permissions.ModelPermissions"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["videos.filters.StrictFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "videos.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "findface-videos API",
+    "DESCRIPTION": "Video archives API compatible with FindFace Multi.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Largest JSON body we parse; uploads stream past this and have their own limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024)
+
+# --- findface-videos
+FFV_TOKEN_TTL = timedelta(seconds=env_int("FFV_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=60))
+FFV_MAX_UPLOAD_SIZE = env_int("FFV_MAX_UPLOAD_SIZE", 8 * 1024**3, minimum=1)
+FFV_UPLOAD_CHUNK_SIZE = env_int("FFV_UPLOAD_CHUNK_SIZE", 1024 * 1024, minimum=4096)
+FFV_MAX_FRAME_PIXELS = env_int("FFV_MAX_FRAME_PIXELS", 8192 * 8192, minimum=1)
+FFV_PAGE_SIZE_DEFAULT = env_int("FFV_PAGE_SIZE_DEFAULT", 20, minimum=1)
+FFV_PAGE_SIZE_MAX = env_int("FFV_PAGE_SIZE_MAX", 1000, minimum=1)
+# Hosts an archive `url` may name; empty means any public host. Private ranges need FFV_URL_ALLOW_PRIVATE.
+FFV_URL_ALLOWED_HOSTS = env_list("FFV_URL_ALLOWED_HOSTS", [])
+FFV_URL_ALLOW_PRIVATE = env_bool("FFV_URL_ALLOW_PRIVATE", False)
+# How often a running job writes its statistic and reads the stop flag.
+FFV_PROGRESS_INTERVAL = env_float("FFV_PROGRESS_INTERVAL", 1.0, minimum=0.05)
+# A job whose worker has not written a heartbeat for this long is taken to be dead and may be claimed again.
+FFV_JOB_LEASE_SECONDS = env_int("FFV_JOB_LEASE_SECONDS", 120, minimum=5)
+FFV_LONGEST_JOB_SECONDS = env_int("FFV_LONGEST_JOB_SECONDS", 6 * 3600, minimum=60)
+
+# --- Celery: Redis in production; a file-system broker needing no server otherwise.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "filesystem://"
+CELERY_TASK_DEFAULT_QUEUE = env_str("FFV_DEFAULT_QUEUE", "cpu")
+FFV_PROCESSING_QUEUE = env_choice("FFV_PROCESSING_QUEUE", "cpu", {"cpu", "gpu"})
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest job: Redis redelivers an unacked task after this, and acks_late keeps the
+        # task unacked while it runs (celery#5935 is what happens when this is too short).
+        "visibility_timeout": FFV_LONGEST_JOB_SECONDS + 3600,
+    }
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 3.0, minimum=0.1)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = FFV_LONGEST_JOB_SECONDS
+CELERY_TASK_TIME_LIMIT = FFV_LONGEST_JOB_SECONDS + 300
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 4 * 1024 * 1024, minimum=0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

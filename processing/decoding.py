@@ -1,0 +1,103 @@
+"""Decoding a video into frames with PyAV. No Django here.
+
+`decode_frames` yields `DecodedFrame`s with time taken from pts (variable frame rate drifts with frame counters)
+and counts packets the decoder rejected as soft errors instead of failing the whole video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from processing.media import MediaError
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int
+    timestamp: float  # seconds from the start of the stream
+    image: np.ndarray  # H x W x 3, uint8, BGR
+
+
+@dataclass
+class DecodeStats:
+    soft_errors: int = 0
+    width: int = 0
+    height: int = 0
+    duration: float | None = None
+    fps: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def open_video(path: str | Path, *, options: dict[str, str] | None = None, format_name: str | None = None):
+    """Open a container or raise MediaError with a message a user can act on."""
+    try:
+        container = av.open(str(path), mode="r", format=format_name or None, options=options or {})
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"the video cannot be opened: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise MediaError("the file has no video stream")
+    return container
+
+
+def decode_frames(
+    path: str | Path,
+    stats: DecodeStats,
+    *,
+    start_at: float = 0.0,
+    max_pixels: int,
+    options: dict[str, str] | None = None,
+    format_name: str | None = None,
+    max_soft_errors: int = 1000,
+) -> Iterator[DecodedFrame]:
+    """Frames from `start_at` seconds on; `stats` fills in as it goes (soft errors, size, duration)."""
+    container = open_video(path, options=options, format_name=format_name)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > max_pixels:
+            raise MediaError(f"frame size {width}x{height} exceeds the limit of {max_pixels} pixels")
+        stats.width, stats.height = width, height
+        time_base = float(stream.time_base) if stream.time_base else None
+        start_pts = stream.start_time or 0
+        if stream.duration and time_base:
+            stats.duration = stream.duration * time_base
+        elif container.duration:
+            stats.duration = container.duration / av.time_base
+        stats.fps = float(stream.average_rate) if stream.average_rate else None
+        if start_at > 0 and time_base:
+            try:
+                container.seek(int(start_at / time_base) + start_pts, stream=stream, backward=True)
+            except av.FFmpegError as exc:
+                stats.errors.append(f"seek failed: {exc}")
+        index = 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                stats.soft_errors += 1
+                stats.errors.append(str(exc))
+                if stats.soft_errors > max_soft_errors:
+                    raise MediaError(f"too many decoding errors ({stats.soft_errors}), last: {exc}") from exc
+                continue
+            for frame in frames:
+                if frame.pts is not None and time_base:
+                    timestamp = (frame.pts - start_pts) * time_base
+                elif stats.fps:
+                    timestamp = index / stats.fps
+                else:
+                    timestamp = 0.0
+                if timestamp + 1e-6 < start_at:
+                    continue
+                if frame.width * frame.height > max_pixels:
+                    raise MediaError(f"a frame of {frame.width}x{frame.height} exceeds the pixel limit")
+                yield DecodedFrame(index=index, timestamp=float(timestamp), image=frame.to_ndarray(format="bgr24"))
+                index += 1
+    finally:
+        container.close()

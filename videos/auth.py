@@ -1,0 +1,36 @@
+"""Token authentication with expiry: `Authorization: Token <key>`."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from rest_framework import authentication, exceptions
+
+from videos.models import AuthToken
+
+
+class ExpiringTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Token"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed(_("Invalid token header."))
+        try:
+            key = header[1].decode("ascii")
+        except UnicodeError as exc:
+            raise exceptions.AuthenticationFailed(_("Invalid token header.")) from exc
+        token = AuthToken.objects.select_related("user").filter(key=key).first()
+        if token is None or token.revoked:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        if token.expires_at <= timezone.now():
+            raise exceptions.AuthenticationFailed(_("Token has expired."))
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        return token.user, token
+
+    def authenticate_header(self, request) -> str:
+        # Makes DRF answer 401 (not 403) to a request without credentials.
+        return self.keyword

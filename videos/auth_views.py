@@ -1,0 +1,81 @@
+"""`POST /auth/login/` (HTTP Basic credentials, body {"uuid": ...}) and `POST /auth/logout/`."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import authentication, serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from videos.auth import ExpiringTokenAuthentication
+from videos.models import AuthToken
+from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
+
+
+class LoginSerializer(ExcessFieldsRejectMixin, serializers.Serializer):
+    uuid = StrictCharField(min_length=1, max_length=256)
+
+
+class UserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "username", "first_name", "last_name", "email", "is_active", "is_staff"]
+
+
+class LoginResponseSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    user = UserSerializer()
+    token_expiration_datetime = serializers.DateTimeField()
+
+
+class BasicAuthentication(authentication.BasicAuthentication):
+    www_authenticate_realm = "findface-videos"
+
+
+def token_create(*, user, device_uuid: str) -> AuthToken:
+    return AuthToken.objects.create(
+        key=secrets.token_hex(32),
+        user=user,
+        device_uuid=device_uuid,
+        expires_at=timezone.now() + settings.FFV_TOKEN_TTL,
+    )
+
+
+def token_revoke(*, token: AuthToken) -> None:
+    AuthToken.objects.filter(pk=token.pk).update(revoked=True)
+
+
+class LoginView(APIView):
+    authentication_classes = [BasicAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=LoginSerializer, responses={200: LoginResponseSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = token_create(user=request.user, device_uuid=serializer.validated_data["uuid"])
+        return Response(
+            LoginResponseSerializer(
+                {"token": token.key, "user": request.user, "token_expiration_datetime": token.expires_at}
+            ).data
+        )
+
+
+class LogoutView(APIView):
+    authentication_classes = [ExpiringTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request) -> Response:
+        token_revoke(token=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+__all__ = ["LoginView", "LogoutView"]

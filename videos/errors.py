@@ -1,0 +1,135 @@
+"""One error format for every failure: `{"code", "desc", "param", "traceback"}` (api-notes.md).
+
+Services raise the domain exceptions below; `exception_handler` maps them, DRF's own exceptions and Django's
+Http404/PermissionDenied to the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError
+from django.db.models import ProtectedError
+from django.http import Http404, JsonResponse
+from django.utils.translation import gettext as _
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """A domain error with its envelope code; `param` names the offending field when there is one."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "BAD_PARAM"
+
+    def __init__(self, desc: str, param: str = "") -> None:
+        super().__init__(detail=desc)
+        self.desc = desc
+        self.param = param
+
+
+class BadParam(ApiError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "BAD_PARAM"
+
+
+class Conflict(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "CONFLICT"
+
+
+class NotFound(ApiError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "NOT_FOUND"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "SERVICE_UNAVAILABLE"
+
+
+_CODES_BY_STATUS = {
+    400: "BAD_PARAM",
+    401: "UNAUTHORIZED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "BAD_PARAM",
+    406: "BAD_PARAM",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "BAD_PARAM",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def error_body(code: str, desc: str, param: str = "", trace: str = "") -> dict[str, str]:
+    return {"code": code, "desc": desc, "param": param, "traceback": trace if settings.DEBUG else ""}
+
+
+def first_validation_error(detail: Any, path: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The dotted path and message of the first leaf of a DRF ValidationError detail."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            sub_path = path if key in ("non_field_errors", "__all__") else (*path, str(key))
+            return first_validation_error(value, sub_path)
+    if isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if isinstance(value, (dict, list)) and value:
+                # A list of per-item errors (ListField) carries the index in the path.
+                return first_validation_error(value, (*path, str(index)) if isinstance(value, dict) else path)
+            return first_validation_error(value, path)
+        return ".".join(path), ""
+    return ".".join(path), str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, ProtectedError):
+        exc = Conflict(_("The object is still in use by other objects and cannot be deleted."))
+    elif isinstance(exc, DatabaseError):
+        logger.exception("database error in %s", context.get("view").__class__.__name__)
+        exc = ServiceUnavailable(_("The database is unavailable, try again later."))
+
+    if not isinstance(exc, exceptions.APIException):
+        return None
+
+    headers: dict[str, str] = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+
+    if isinstance(exc, ApiError):
+        code, desc, param = exc.code, exc.desc, exc.param
+    elif isinstance(exc, exceptions.ValidationError):
+        param, desc = first_validation_error(exc.detail)
+        code = "BAD_PARAM"
+    else:
+        code = _CODES_BY_STATUS.get(exc.status_code, "BAD_PARAM" if exc.status_code < 500 else "INTERNAL")
+        desc, param = str(exc.detail), ""
+    trace = "".join(tb.format_exception(exc)) if settings.DEBUG else ""
+    return Response(error_body(code, desc, param, trace), status=exc.status_code, headers=headers)
+
+
+def json_error_view(status_code: int, code: str, desc: str) -> JsonResponse:
+    return JsonResponse(error_body(code, desc), status=status_code, json_dumps_params={"ensure_ascii": False})

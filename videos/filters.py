@@ -1,0 +1,159 @@
+"""FilterSets of the list endpoints and the backend that makes every bad query parameter a BAD_PARAM."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import django_filters
+from django import forms
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django_filters.rest_framework import DjangoFilterBackend
+
+from videos.errors import BadParam
+from videos.models import Camera, CameraGroup, VideoArchive
+
+# Query parameters that pagination reads; every other parameter must be a declared filter.
+PAGINATION_PARAMS = {"limit", "page"}
+
+
+class CommaOrRepeatedWidget(forms.Widget):
+    """Reads `?x=1&x=2` and `?x=1,2` (and both mixed) as one list."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> list[str] | None:
+        if name not in data:
+            return None
+        values = data.getlist(name) if hasattr(data, "getlist") else [data[name]]
+        return [part.strip() for value in values for part in str(value).split(",")]
+
+
+class IntegerListField(forms.Field):
+    widget = CommaOrRepeatedWidget
+    default_error_messages = {"invalid": gettext_lazy("Enter a list of integers, e.g. 1,2,3.")}
+
+    def to_python(self, value: list[str] | None) -> list[int] | None:
+        if value is None:
+            return None
+        result = []
+        for item in value:
+            try:
+                number = int(item)
+            except ValueError:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+            if number < 0 or number > 2**63 - 1:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            result.append(number)
+        return result
+
+
+class IntegerListFilter(django_filters.Filter):
+    """Matches rows whose field is in the given ids; repeated keys and comma lists both work."""
+
+    field_class = IntegerListField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("lookup_expr", "in")
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs: QuerySet, value: list[int] | None) -> QuerySet:
+        if value is None:
+            return qs
+        return qs.filter(**{f"{self.field_name}__in": value})
+
+
+def week_start(now: datetime, weeks_back: int) -> datetime:
+    """Monday 00:00, in the current time zone, of the week `weeks_back` weeks before this one (1 = this week)."""
+    local = timezone.localtime(now)
+    monday = local.date() - timedelta(days=local.weekday()) - timedelta(weeks=weeks_back - 1)
+    return timezone.make_aware(datetime.combine(monday, datetime.min.time()))
+
+
+class CreatedDateFilterSet(django_filters.FilterSet):
+    """`created_date_*` filters shared by every list of the API."""
+
+    created_date_gt = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="gt")
+    created_date_gte = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="gte")
+    created_date_lt = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="lt")
+    created_date_lte = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="lte")
+    created_date_last_n_days = django_filters.NumberFilter(method="filter_last_n_days", min_value=0, max_value=100000)
+    created_date_nth_full_week = django_filters.NumberFilter(
+        method="filter_nth_full_week", min_value=1, max_value=10000
+    )
+    created_date_nth_work_week = django_filters.NumberFilter(
+        method="filter_nth_work_week", min_value=1, max_value=10000
+    )
+
+    def filter_last_n_days(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        """Created at or after now minus N days (N may be fractional)."""
+        return queryset.filter(created_date__gte=timezone.now() - timedelta(days=float(value)))
+
+    def filter_nth_full_week(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        """The N-th calendar week counting back (1 = this week): Monday 00:00 to next Monday 00:00."""
+        start = week_start(timezone.now(), self._week_number(name, value))
+        return queryset.filter(created_date__gte=start, created_date__lt=start + timedelta(days=7))
+
+    def filter_nth_work_week(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        """The same week as nth_full_week, working days only: Monday 00:00 to Saturday 00:00."""
+        start = week_start(timezone.now(), self._week_number(name, value))
+        return queryset.filter(created_date__gte=start, created_date__lt=start + timedelta(days=5))
+
+    @staticmethod
+    def _week_number(name: str, value: Any) -> int:
+        if value != int(value):
+            raise BadParam(_("Must be an integer >= 1."), param=name)
+        return int(value)
+
+
+class VideoArchiveFilterSet(CreatedDateFilterSet):
+    case_in = IntegerListFilter(field_name="case_id")
+    id_in = IntegerListFilter(field_name="id")
+    camera_groups = IntegerListFilter(field_name="camera_group_id")
+    name = django_filters.CharFilter(field_name="name", lookup_expr="exact", max_length=256)
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256)
+    save_to = django_filters.CharFilter(field_name="save_to", lookup_expr="exact", max_length=2048)
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "name"))
+
+    class Meta:
+        model = VideoArchive
+        fields: list[str] = []
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """django-filter with two rules of this API: unknown parameters and invalid values are BAD_PARAM."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        allowed = set(filterset.filters) | PAGINATION_PARAMS | set(getattr(view, "extra_query_params", ()))
+        for key in request.query_params:
+            if key not in allowed:
+                raise BadParam(_("Unknown query parameter."), param=key)
+        if not filterset.is_valid():
+            param, errors = next(iter(filterset.errors.items()))
+            raise BadParam(str(errors[0]), param=param)
+        return filterset.qs
+
+
+class CameraGroupFilterSet(CreatedDateFilterSet):
+    id_in = IntegerListFilter(field_name="id")
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256)
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "name"))
+
+    class Meta:
+        model = CameraGroup
+        fields: list[str] = []
+
+
+class CameraFilterSet(CreatedDateFilterSet):
+    id_in = IntegerListFilter(field_name="id")
+    camera_groups = IntegerListFilter(field_name="camera_group_id")
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256)
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "name"))
+
+    class Meta:
+        model = Camera
+        fields: list[str] = []

@@ -1,0 +1,108 @@
+"""How an archive's job state reads as the API's `health_status`.
+
+Rules (api-notes.md "health_status"): gray = not running, green = running or done well, yellow = running with
+soft errors, red = failed. An archive with no source yet waits for one (WAITING_FOR_SYNC, as the page's create
+example shows); with a source and no job it is DISABLED.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from django.utils.translation import gettext_lazy as _
+
+from videos.models import JobState, VideoArchive
+
+OBJECT_KINDS = ("face", "body", "car")
+# Statistic key prefixes per object kind, as FindFace names them.
+KIND_PLURALS = {"face": "faces", "body": "bodies", "car": "cars"}
+
+
+class HealthStatus(TypedDict):
+    enabled: bool
+    status: str
+    msg: str
+    statistic: dict[str, Any]
+    code: str
+    code_desc: str
+
+
+CODE_DESCRIPTIONS = {
+    "WAITING_FOR_SYNC": _("No job in the video manager. Wait for synchronization."),
+    "DISABLED": _("Video processing is not started"),
+    "AWAITING": _("Video is waiting in the processing queue"),
+    "STARTING": _("Video processing is starting"),
+    "INPROGRESS": _("Video is being processed"),
+    "INPROGRESS_SOFT_ERRORS": _("Video is being processed, with decoding errors"),
+    "COMPLETED": _("Video processing is completed"),
+    "MISCONFIGURED": _("Video processing failed"),
+    "INTERRUPTED": _("Video processing was interrupted"),
+}
+
+
+def empty_statistic() -> dict[str, Any]:
+    """Every statistic key of api-notes.md, zeroed, in the order of the page's example."""
+    statistic: dict[str, Any] = {"processed_duration": 0}
+    for kind in OBJECT_KINDS:
+        plural = KIND_PLURALS[kind]
+        statistic.update({f"{plural}_posted": 0, f"{plural}_failed": 0, f"{plural}_not_posted": 0})
+    statistic.update(
+        {
+            "processing_fps": 0,
+            "frames_dropped": 0,
+            "frames_processed": 0,
+            "frames_imotion_skipped": 0,
+            "decoding_soft_errors": 0,
+            "frame_width": 0,
+            "frame_height": 0,
+            "last_stream_timestamp": 0,
+            "objects": None,
+            "job_starts": 0,
+        }
+    )
+    return statistic
+
+
+def archive_statistic(archive: VideoArchive) -> dict[str, Any]:
+    statistic = empty_statistic()
+    statistic.update({key: value for key, value in archive.statistic.items() if key in statistic})
+    statistic["job_starts"] = archive.job_starts
+    return statistic
+
+
+def health_status(archive: VideoArchive) -> HealthStatus:
+    state = archive.job_state
+    statistic = archive_statistic(archive)
+    soft_errors = bool(statistic.get("decoding_soft_errors"))
+    if state == JobState.QUEUED:
+        status, code, desc_key = "AWAITING", "gray", "AWAITING"
+    elif state == JobState.STARTING:
+        status, code, desc_key = "STARTING", "green", "STARTING"
+    elif state == JobState.IN_PROGRESS:
+        status = "INPROGRESS"
+        code, desc_key = ("yellow", "INPROGRESS_SOFT_ERRORS") if soft_errors else ("green", "INPROGRESS")
+    elif state == JobState.COMPLETED:
+        status, code, desc_key = "COMPLETED", "green", "COMPLETED"
+    elif state == JobState.FAILED:
+        status, code, desc_key = "MISCONFIGURED", "red", "MISCONFIGURED"
+    elif state == JobState.INTERRUPTED:
+        status, code, desc_key = "INTERRUPTED", "gray", "INTERRUPTED"
+    elif archive.has_source:
+        status, code, desc_key = "DISABLED", "gray", "DISABLED"
+    else:
+        return HealthStatus(
+            enabled=False,
+            status="WAITING_FOR_SYNC",
+            msg="",
+            statistic={},
+            code="red",
+            code_desc=str(CODE_DESCRIPTIONS["WAITING_FOR_SYNC"]),
+        )
+    return HealthStatus(
+        enabled=state in (JobState.QUEUED, JobState.STARTING, JobState.IN_PROGRESS),
+        status=status,
+        msg=archive.job_msg,
+        statistic=statistic,
+        code=code,
+        code_desc=str(CODE_DESCRIPTIONS[desc_key]),
+    )

@@ -1,0 +1,148 @@
+"""Video archives and the things they belong to.
+
+Job state lives here, on the archive row, never in Celery's result backend: the API reads it, the worker claims
+it with a conditional UPDATE and writes progress into it.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class CameraGroup(models.Model):
+    name = models.CharField(max_length=256, unique=True)
+    comment = models.CharField(max_length=2048, blank=True, default="")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Camera(models.Model):
+    camera_group = models.ForeignKey(CameraGroup, on_delete=models.PROTECT, related_name="cameras")
+    name = models.CharField(max_length=256)
+    comment = models.CharField(max_length=2048, blank=True, default="")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Case(models.Model):
+    """Kept only so that `case` and `case_in` of the API keep working (FindFace Multi 2.0+ has no cases)."""
+
+    name = models.CharField(max_length=256)
+    created_date = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobState(models.TextChoices):
+    IDLE = "idle", _("Idle")
+    QUEUED = "queued", _("Queued")
+    STARTING = "starting", _("Starting")
+    IN_PROGRESS = "in_progress", _("In progress")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    INTERRUPTED = "interrupted", _("Interrupted")
+
+
+RUNNING_STATES = (JobState.STARTING, JobState.IN_PROGRESS)
+BUSY_STATES = (JobState.QUEUED, JobState.STARTING, JobState.IN_PROGRESS)
+
+
+def source_upload_to(instance: VideoArchive, filename: str) -> str:
+    # The client's file name never reaches the storage path (no traversal, no clashes).
+    return f"videos/{instance.pk}/{filename}"
+
+
+class VideoArchive(models.Model):
+    camera_group = models.ForeignKey(CameraGroup, on_delete=models.PROTECT, related_name="video_archives")
+    camera = models.ForeignKey(
+        Camera, on_delete=models.SET_NULL, null=True, blank=True, related_name="video_archives"
+    )
+    case = models.ForeignKey(Case, on_delete=models.SET_NULL, null=True, blank=True, related_name="video_archives")
+    name = models.CharField(max_length=256, null=True, blank=True, db_index=True)
+    url = models.CharField(max_length=2048, null=True, blank=True)
+    # Where events are forwarded in the FindFace family; kept for the `save_to` filter, set in the admin.
+    save_to = models.CharField(max_length=2048, null=True, blank=True, db_index=True)
+    stream_settings = models.JSONField(default=dict)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    source_file = models.FileField(upload_to=source_upload_to, max_length=512, blank=True, default="")
+    file_size = models.BigIntegerField(default=0)
+    source_len = models.FloatField(null=True, blank=True)
+
+    # Job state; see videos.health for how it becomes the API's health_status.
+    job_state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.IDLE, db_index=True)
+    stop_requested = models.BooleanField(default=False)
+    job_starts = models.PositiveIntegerField(default=0)
+    job_task_id = models.CharField(max_length=64, blank=True, default="")
+    job_worker = models.CharField(max_length=256, blank=True, default="")
+    job_heartbeat = models.DateTimeField(null=True, blank=True, db_index=True)
+    job_msg = models.TextField(blank=True, default="")
+    job_checkpoint = models.JSONField(default=dict, blank=True)
+    queued_date = models.DateTimeField(null=True, blank=True)
+    processing_start_date = models.DateTimeField(null=True, blank=True)
+    processing_finish_date = models.DateTimeField(null=True, blank=True)
+    statistic = models.JSONField(default=dict, blank=True)
+
+    face_count = models.PositiveIntegerField(default=0)
+    body_count = models.PositiveIntegerField(default=0)
+    car_count = models.PositiveIntegerField(default=0)
+    face_cluster_count = models.PositiveIntegerField(null=True, blank=True, default=0)
+    body_cluster_count = models.PositiveIntegerField(null=True, blank=True, default=0)
+    car_cluster_count = models.PositiveIntegerField(null=True, blank=True, default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["camera_group", "-id"], name="archive_group_id_idx"),
+            models.Index(fields=["case", "-id"], name="archive_case_id_idx"),
+            models.Index(fields=["job_state", "job_heartbeat"], name="archive_job_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"video archive {self.pk}"
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.source_file) or bool(self.url)
+
+    @property
+    def active(self) -> bool:
+        return self.job_state in RUNNING_STATES
+
+    @property
+    def queued(self) -> bool:
+        return self.job_state == JobState.QUEUED
+
+    @property
+    def finished(self) -> bool:
+        return self.job_state == JobState.COMPLETED
+
+
+class AuthToken(models.Model):
+    """An API token with an expiry; `POST /auth/logout/` revokes it."""
+
+    key = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    device_uuid = models.CharField(max_length=256, blank=True, default="")
+    created_date = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    revoked = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"token of {self.user} ({self.key[:6]}…)"

@@ -1,0 +1,161 @@
+"""Serializers of video archives, field for field as on the published page."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from videos.health import health_status
+from videos.models import Camera, CameraGroup, Case, VideoArchive
+from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
+from videos.serializers.stream_settings import StreamSettingsField, StreamSettingsSerializer
+
+
+class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A related id that must be a JSON integer (not "1", not true)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+def validate_source_url(value: str | None) -> str | None:
+    """http/https only; literal private, loopback or link-local hosts only when the operator allows them."""
+    if value is None:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise serializers.ValidationError(_("Enter a valid URL.")) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise serializers.ValidationError(_("Only http and https URLs with a host are allowed."))
+    host = parts.hostname
+    allowed_hosts = settings.FFV_URL_ALLOWED_HOSTS
+    if allowed_hosts and host not in allowed_hosts:
+        raise serializers.ValidationError(_("Host %(host)s is not in the allowed list.") % {"host": host})
+    if not settings.FFV_URL_ALLOW_PRIVATE:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if host == "localhost" or host.endswith(".localhost") or (address is not None and not address.is_global):
+            raise serializers.ValidationError(_("Private, loopback and link-local hosts are not allowed."))
+    return value
+
+
+class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
+    camera_group = StrictPrimaryKeyRelatedField(queryset=CameraGroup.objects.all())
+    name = StrictCharField(allow_null=True, min_length=1, max_length=256)
+    url = StrictCharField(allow_null=True, min_length=1, max_length=2048, required=False, default=None,
+                          validators=[validate_source_url])
+    camera = StrictPrimaryKeyRelatedField(queryset=Camera.objects.all(), allow_null=True, required=False, default=None)
+    case = StrictPrimaryKeyRelatedField(queryset=Case.objects.all(), allow_null=True, required=False, default=None)
+    stream_settings = extend_schema_field(StreamSettingsSerializer)(StreamSettingsField(required=False))
+    screenshot = serializers.SerializerMethodField()
+    health_status = serializers.SerializerMethodField()
+    active = serializers.BooleanField(read_only=True)
+    finished = serializers.BooleanField(read_only=True)
+    queued = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = VideoArchive
+        fields = [
+            "id",
+            "camera_group",
+            "name",
+            "url",
+            "camera",
+            "processing_start_date",
+            "active",
+            "screenshot",
+            "stream_settings",
+            "source_len",
+            "health_status",
+            "finished",
+            "queued",
+            "face_count",
+            "file_size",
+            "created_date",
+            "body_count",
+            "car_count",
+            "case",
+            "face_cluster_count",
+            "body_cluster_count",
+            "car_cluster_count",
+        ]
+        read_only_fields = [
+            "id",
+            "processing_start_date",
+            "source_len",
+            "face_count",
+            "file_size",
+            "created_date",
+            "body_count",
+            "car_count",
+            "face_cluster_count",
+            "body_cluster_count",
+            "car_cluster_count",
+        ]
+
+    @extend_schema_field({"type": "string", "format": "uri"})
+    def get_screenshot(self, archive: VideoArchive) -> str:
+        path = reverse("videoarchive-screenshot", kwargs={"pk": archive.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "status": {"type": "string"},
+                "msg": {"type": "string"},
+                "statistic": {"type": "object", "additionalProperties": True},
+                "code": {"type": "string"},
+                "code_desc": {"type": "string"},
+            },
+            "required": ["enabled", "status", "msg", "statistic", "code", "code_desc"],
+        }
+    )
+    def get_health_status(self, archive: VideoArchive) -> dict[str, Any]:
+        return dict(health_status(archive))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        camera = attrs.get("camera", getattr(self.instance, "camera", None))
+        group = attrs.get("camera_group", getattr(self.instance, "camera_group", None))
+        if camera is not None and group is not None and camera.camera_group_id != group.pk:
+            raise serializers.ValidationError({"camera": [_("The camera belongs to another camera group.")]})
+        return attrs
+
+
+class CountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+
+
+class CameraGroupSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
+    name = StrictCharField(min_length=1, max_length=256)
+    comment = StrictCharField(allow_blank=True, max_length=2048, required=False, default="")
+
+    class Meta:
+        model = CameraGroup
+        fields = ["id", "name", "comment", "created_date", "modified_date"]
+        read_only_fields = ["id", "created_date", "modified_date"]
+
+
+class CameraSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
+    camera_group = StrictPrimaryKeyRelatedField(queryset=CameraGroup.objects.all())
+    name = StrictCharField(min_length=1, max_length=256)
+    comment = StrictCharField(allow_blank=True, max_length=2048, required=False, default="")
+
+    class Meta:
+        model = Camera
+        fields = ["id", "camera_group", "name", "comment", "created_date", "modified_date"]
+        read_only_fields = ["id", "created_date", "modified_date"]

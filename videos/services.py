@@ -1,0 +1,273 @@
+"""Writes on video archives, camera groups and cameras. Views call these; they never touch the ORM directly."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from kombu.exceptions import KombuError, OperationalError
+
+from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
+from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
+from videos.serializers.stream_settings import default_stream_settings
+from videos.storage import local_path
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_CONTENT_TYPES = ("application/octet-stream", "multipart/form-data")
+# File extensions by the demuxer PyAV recognised, so stored names say what they hold.
+EXTENSIONS = {"mov": "mp4", "mp4": "mp4", "avi": "avi", "matroska": "mkv", "flv": "flv", "mpegts": "ts",
+              "mpeg": "mpg", "asf": "wmv", "ogg": "ogv", "h264": "h264", "hevc": "hevc", "mjpeg": "mjpeg"}
+
+
+def _get_archive(archive_id: int, *, lock: bool = False) -> VideoArchive:
+    queryset = VideoArchive.objects.select_for_update() if lock else VideoArchive.objects
+    try:
+        return queryset.get(pk=archive_id)
+    except VideoArchive.DoesNotExist:
+        raise NotFound(_("Video archive %(id)s not found.") % {"id": archive_id}) from None
+
+
+def archive_create(*, data: dict[str, Any]) -> VideoArchive:
+    data = dict(data)
+    data.setdefault("stream_settings", default_stream_settings())
+    return VideoArchive.objects.create(**data)
+
+
+def archive_update(*, archive: VideoArchive, data: dict[str, Any]) -> VideoArchive:
+    for key, value in data.items():
+        setattr(archive, key, value)
+    archive.save(update_fields=[*data.keys(), "modified_date"])
+    return archive
+
+
+def _forget_source(name: str, archive_id: int) -> None:
+    """Remove a stored source file and its cached screenshots, after the row no longer points at it."""
+    if name:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("could not delete %s of video archive %s", name, archive_id)
+    cache.delete(_screenshot_version_key(archive_id))
+
+
+def archive_delete(*, archive_id: int) -> None:
+    with transaction.atomic():
+        archive = _get_archive(archive_id, lock=True)
+        name = archive.source_file.name
+        archive.delete()
+        # A running worker notices the row is gone at its next progress write and stops.
+        transaction.on_commit(lambda: _forget_source(name, archive_id))
+
+
+def archive_delete_source(*, archive_id: int) -> VideoArchive:
+    with transaction.atomic():
+        archive = _get_archive(archive_id, lock=True)
+        if archive.job_state in BUSY_STATES:
+            raise Conflict(_("The video is being processed; stop it first."))
+        name = archive.source_file.name
+        if not name:
+            raise NotFound(_("The video archive has no source file."))
+        archive.source_file = ""
+        archive.file_size = 0
+        archive.source_len = None
+        archive.save(update_fields=["source_file", "file_size", "source_len", "modified_date"])
+        transaction.on_commit(lambda: _forget_source(name, archive_id))
+    return archive
+
+
+def check_upload_headers(*, content_type: str, content_length: int | None) -> None:
+    """Refuse an upload before reading a byte of it: wrong type (415), no or too large length (400/413)."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if not (media_type.startswith("video/") or media_type in UPLOAD_CONTENT_TYPES):
+        raise UnsupportedMediaType(
+            _("Upload the video as the raw body with Content-Type video/* or application/octet-stream, "
+              "or as multipart/form-data with a 'file' field; got %(type)r.") % {"type": media_type or "none"}
+        )
+    if content_length is None:
+        raise BadParam(_("The Content-Length header is required."), param="Content-Length")
+    if content_length > settings.FFV_MAX_UPLOAD_SIZE:
+        raise PayloadTooLarge(
+            _("The file is %(size)d bytes; the limit is %(limit)d bytes.")
+            % {"size": content_length, "limit": settings.FFV_MAX_UPLOAD_SIZE}
+        )
+    if content_length == 0:
+        raise BadParam(_("The file is empty."), param="source_file")
+
+
+def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> VideoArchive:
+    """Stream `size` bytes from `reader` to a temporary file, check it is a video, then store it.
+
+    The archive row changes only once the file is complete and readable, so a failed or truncated upload
+    leaves the archive and its previous source as they were.
+    """
+    if size > settings.FFV_MAX_UPLOAD_SIZE:
+        raise PayloadTooLarge(_("The file is larger than the limit of %(limit)d bytes.")
+                              % {"limit": settings.FFV_MAX_UPLOAD_SIZE})
+    archive = _get_archive(archive_id)
+    if archive.job_state in BUSY_STATES:
+        raise Conflict(_("The video is being processed; stop it before uploading a new source."))
+    with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-") as temp:
+        received = _copy_stream(reader, temp, size)
+        if received == 0:
+            raise BadParam(_("The file is empty."), param="source_file")
+        if received < size:
+            raise BadParam(
+                _("The upload was truncated: %(received)d of %(size)d bytes arrived.")
+                % {"received": received, "size": size},
+                param="source_file",
+            )
+        temp.flush()
+        try:
+            info = probe(temp.name, max_pixels=settings.FFV_MAX_FRAME_PIXELS)
+        except MediaError as exc:
+            raise UnsupportedMediaType(_("The file is not a supported video: %(reason)s") % {"reason": exc}) from exc
+        extension = EXTENSIONS.get(info.format_name.split(",")[0], "video")
+        temp.seek(0)
+        stored_name = default_storage.save(f"videos/{archive_id}/source-{uuid.uuid4().hex}.{extension}", File(temp))
+    try:
+        with transaction.atomic():
+            archive = _get_archive(archive_id, lock=True)
+            if archive.job_state in BUSY_STATES:
+                raise Conflict(_("The video is being processed; stop it before uploading a new source."))
+            old_name = archive.source_file.name
+            archive.source_file.name = stored_name
+            archive.file_size = received
+            archive.source_len = round(info.duration, 3) if info.duration is not None else None
+            archive.save(update_fields=["source_file", "file_size", "source_len", "modified_date"])
+            transaction.on_commit(lambda: _forget_source(old_name, archive_id))
+    except BaseException:
+        default_storage.delete(stored_name)
+        raise
+    return archive
+
+
+def _copy_stream(reader: BinaryIO, target: BinaryIO, size: int) -> int:
+    received = 0
+    chunk_size = settings.FFV_UPLOAD_CHUNK_SIZE
+    while received < size:
+        try:
+            chunk = reader.read(min(chunk_size, size - received))
+        except OSError:
+            break  # the client went away; reported as a truncated upload
+        if not chunk:
+            break
+        received += len(chunk)
+        target.write(chunk)
+    return received
+
+
+# --- processing
+
+
+def archive_process(*, archive_id: int, enqueue: Callable[[int, str], None] | None = None) -> VideoArchive:
+    """Queue the archive for processing; the task is sent only once the queued state is committed.
+
+    If the broker cannot take the task the archive goes back to its previous state and the client gets 503.
+    """
+    enqueue = enqueue or enqueue_processing
+    with transaction.atomic():
+        archive = _get_archive(archive_id, lock=True)
+        if not archive.has_source:
+            raise Conflict(_("The video archive has no source: upload a file or set its url first."))
+        if archive.job_state in BUSY_STATES:
+            raise Conflict(_("The video archive is already queued or being processed."))
+        previous_state = archive.job_state
+        task_id = uuid.uuid4().hex
+        archive.job_state = JobState.QUEUED
+        archive.job_task_id = task_id
+        archive.stop_requested = False
+        archive.queued_date = timezone.now()
+        archive.save(update_fields=["job_state", "job_task_id", "stop_requested", "queued_date", "modified_date"])
+
+        def send() -> None:
+            try:
+                enqueue(archive_id, task_id)
+            except (OperationalError, KombuError, OSError) as exc:
+                logger.error("video archive %s: cannot enqueue task %s: %s", archive_id, task_id, exc)
+                VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=JobState.QUEUED).update(
+                    job_state=previous_state, job_task_id=""
+                )
+                raise ServiceUnavailable(_("The task queue is unavailable, try again later.")) from exc
+
+        transaction.on_commit(send)
+    return archive
+
+
+def enqueue_processing(archive_id: int, task_id: str) -> None:
+    from videos.tasks import process_archive
+
+    process_archive.apply_async(
+        args=[archive_id],
+        task_id=task_id,
+        queue=settings.FFV_PROCESSING_QUEUE,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+    )
+
+
+def archive_stop(*, archive_id: int) -> VideoArchive:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops within a second or so."""
+    with transaction.atomic():
+        archive = _get_archive(archive_id, lock=True)
+        if archive.job_state == JobState.QUEUED:
+            archive.job_state = JobState.INTERRUPTED
+            archive.save(update_fields=["job_state", "modified_date"])
+        elif archive.job_state in RUNNING_STATES:
+            archive.stop_requested = True
+            archive.save(update_fields=["stop_requested", "modified_date"])
+    return archive
+
+
+# --- screenshots
+
+
+@dataclass(frozen=True)
+class ScreenshotParams:
+    width: int | None = None
+    height: int | None = None
+    quality: int = 95
+    rot: str = ""
+
+
+def _screenshot_version_key(archive_id: int) -> str:
+    return f"screenshot-version:{archive_id}"
+
+
+def archive_screenshot(*, archive_id: int, params: ScreenshotParams, fresh: bool) -> bytes:
+    """A JPEG frame of the source; cached per source file and parameters, `fresh` renders it anew."""
+    archive = _get_archive(archive_id)
+    if not archive.source_file:
+        raise NotFound(_("The video archive has no source file to take a screenshot from."))
+    version = cache.get_or_set(_screenshot_version_key(archive_id), lambda: uuid.uuid4().hex, timeout=None)
+    key = f"screenshot:{archive_id}:{version}:{archive.source_file.name}:{params.width}:{params.height}:" \
+          f"{params.quality}:{params.rot}"
+    if not fresh:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    try:
+        with local_path(archive.source_file.name) as path:
+            frame = grab_frame(path)
+    except (MediaError, OSError) as exc:
+        raise Conflict(_("A frame cannot be read from the source: %(reason)s") % {"reason": exc}) from exc
+    try:
+        jpeg, _w, _h = render_jpeg(
+            frame, crop=Crop.parse(params.rot), width=params.width, height=params.height, quality=params.quality
+        )
+    except ValueError as exc:
+        raise BadParam(str(exc), param="rot") from exc
+    cache.set(key, jpeg)
+    return jpeg

@@ -1,0 +1,201 @@
+"""API views: parse input, call one service or selector, serialize the output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from videos import selectors, services
+from videos.errors import BadParam
+from videos.filters import CameraFilterSet, CameraGroupFilterSet, VideoArchiveFilterSet
+from videos.pagination import KeysetPagination
+from videos.permissions import requires
+from videos.serializers.archives import (
+    CameraGroupSerializer,
+    CameraSerializer,
+    CountSerializer,
+    VideoArchiveSerializer,
+)
+from videos.serializers.stream_settings import validate_geometry
+
+ERROR_RESPONSES = {
+    400: OpenApiResponse(description="BAD_PARAM"),
+    401: OpenApiResponse(description="UNAUTHORIZED"),
+    403: OpenApiResponse(description="PERMISSION_DENIED"),
+    404: OpenApiResponse(description="NOT_FOUND"),
+}
+
+
+class RawUploadParser(BaseParser):
+    """Declares the raw upload media types; the view streams the body itself and never calls parse()."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # pragma: no cover - never called
+        raise BadParam(_("Unexpected body."))
+
+
+class ListCountMixin:
+    """`GET <list>/count/`: the number of rows the list's filters select."""
+
+    @extend_schema(responses={200: CountSerializer})
+    @action(detail=False, methods=["get"], url_path="count")
+    def count(self, request: Request) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        return Response({"count": queryset.count()})
+
+
+class ApiModelViewSet(ListCountMixin, viewsets.ModelViewSet):
+    pagination_class = KeysetPagination
+    ordering_fields = {"id": "id", "created_date": "created_date", "name": "name"}
+    default_ordering = "-id"
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+    # Ids beyond 18 digits cannot exist (bigint) and would reach the database as an error otherwise.
+    lookup_value_regex = "[0-9]{1,18}"
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List video archives"),
+    create=extend_schema(summary="Add a new video archive"),
+)
+class VideoArchiveViewSet(ApiModelViewSet):
+    serializer_class = VideoArchiveSerializer
+    filterset_class = VideoArchiveFilterSet
+
+    def get_queryset(self):
+        return selectors.archive_list()
+
+    def perform_create(self, serializer: VideoArchiveSerializer) -> None:
+        serializer.instance = services.archive_create(data=serializer.validated_data)
+
+    def perform_update(self, serializer: VideoArchiveSerializer) -> None:
+        serializer.instance = services.archive_update(archive=serializer.instance, data=serializer.validated_data)
+
+    def perform_destroy(self, instance) -> None:
+        services.archive_delete(archive_id=instance.pk)
+
+    @extend_schema(request=None, responses={200: None, 409: OpenApiResponse(description="CONFLICT"),
+                                            503: OpenApiResponse(description="SERVICE_UNAVAILABLE")})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    @requires("change")
+    def process(self, request: Request, pk: str) -> Response:
+        services.archive_process(archive_id=self._archive_id())
+        return Response(status=status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={200: None})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    @requires("change")
+    def stop(self, request: Request, pk: str) -> Response:
+        services.archive_stop(archive_id=self._archive_id())
+        return Response(status=status.HTTP_200_OK)
+
+    @extend_schema(
+        request={"application/octet-stream": OpenApiTypes.BINARY, "video/*": OpenApiTypes.BINARY,
+                 "multipart/form-data": {"type": "object", "properties": {"file": {"type": "string",
+                                                                                     "format": "binary"}}}},
+        responses={201: None, 400: OpenApiResponse(description="BAD_PARAM"),
+                   413: OpenApiResponse(description="PAYLOAD_TOO_LARGE"),
+                   415: OpenApiResponse(description="UNSUPPORTED_MEDIA_TYPE")},
+    )
+    @action(detail=True, methods=["put"], url_path="upload/source_file", parser_classes=[RawUploadParser],
+            filter_backends=[])
+    @requires("change")
+    def upload_source_file(self, request: Request, pk: str) -> Response:
+        archive_id = self._archive_id()
+        raw = request._request
+        content_type = raw.META.get("CONTENT_TYPE", "")
+        content_length = _content_length(raw.META.get("CONTENT_LENGTH"))
+        services.check_upload_headers(content_type=content_type, content_length=content_length)
+        if content_type.lower().startswith("multipart/form-data"):
+            upload = raw.FILES.get("file")
+            if upload is None:
+                raise BadParam(_("The multipart form needs a 'file' field."), param="file")
+            services.archive_upload_source(archive_id=archive_id, reader=upload, size=upload.size)
+        else:
+            services.archive_upload_source(archive_id=archive_id, reader=raw, size=content_length or 0)
+        return Response(status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["delete"], url_path="file", filter_backends=[])
+    @requires("change")
+    def delete_file(self, request: Request, pk: str) -> Response:
+        services.archive_delete_source(archive_id=self._archive_id())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        methods=["GET", "POST"],
+        request=None,
+        parameters=[
+            OpenApiParameter("width", int, description="Width of the screenshot in pixels."),
+            OpenApiParameter("height", int, description="Height of the screenshot in pixels."),
+            OpenApiParameter("quality", int, description="JPEG quality, 1-100."),
+            OpenApiParameter("rot", str, description="Crop WxH+X+Y before scaling."),
+        ],
+        responses={(200, "image/jpeg"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="NOT_FOUND")},
+    )
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    @requires("view")
+    def screenshot(self, request: Request, pk: str) -> HttpResponse:
+        params = ScreenshotQuerySerializer.parse(request)
+        jpeg = services.archive_screenshot(
+            archive_id=self._archive_id(), params=services.ScreenshotParams(**params),
+            fresh=request.method == "POST",
+        )
+        return HttpResponse(jpeg, content_type="image/jpeg")
+
+    def _archive_id(self) -> int:
+        return int(self.kwargs["pk"])
+
+
+def _content_length(raw: str | None) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParam(_("Content-Length must be an integer."), param="Content-Length") from None
+    if value < 0:
+        raise BadParam(_("Content-Length must not be negative."), param="Content-Length")
+    return value
+
+
+class ScreenshotQuerySerializer(serializers.Serializer):
+    width = serializers.IntegerField(min_value=1, max_value=8192, required=False)
+    height = serializers.IntegerField(min_value=1, max_value=8192, required=False)
+    quality = serializers.IntegerField(min_value=1, max_value=100, required=False, default=95)
+    rot = serializers.CharField(allow_blank=True, max_length=64, required=False, default="",
+                                validators=[validate_geometry])
+
+    @classmethod
+    def parse(cls, request: Request) -> dict[str, Any]:
+        for key in request.query_params:
+            if key not in cls().fields:
+                raise BadParam(_("Unknown query parameter."), param=key)
+        serializer = cls(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+class CameraGroupViewSet(ApiModelViewSet):
+    serializer_class = CameraGroupSerializer
+    filterset_class = CameraGroupFilterSet
+
+    def get_queryset(self):
+        return selectors.camera_group_list()
+
+
+class CameraViewSet(ApiModelViewSet):
+    serializer_class = CameraSerializer
+    filterset_class = CameraFilterSet
+
+    def get_queryset(self):
+        return selectors.camera_list()

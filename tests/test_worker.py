@@ -1,0 +1,100 @@
+"""process/ and stop/ through a real Celery worker on Redis (no eager mode)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import upload, wait_for
+from videos.models import JobState, VideoArchive
+
+pytestmark = pytest.mark.worker
+
+
+def _create_with_video(api, default_group, path) -> int:
+    archive_id = api.post("/videos/", {"camera_group": default_group.pk, "name": path.name}, format="json").json()["id"]
+    assert upload(api, archive_id, path).status_code == 201
+    return archive_id
+
+
+def test_process_moves_archive_through_the_queue_to_completed(api, default_group, worker, video_factory):
+    archive_id = _create_with_video(api, default_group, video_factory(frames=120))
+
+    response = api.post(f"/videos/{archive_id}/process/")
+    assert response.status_code == 200
+    assert response.content == b""
+    queued = api.get(f"/videos/{archive_id}/").json()
+    assert queued["queued"] is True or queued["active"] is True or queued["finished"] is True
+
+    def finished() -> bool:
+        return api.get(f"/videos/{archive_id}/").json()["finished"]
+
+    assert wait_for(finished, timeout=60), worker.log()
+    body = api.get(f"/videos/{archive_id}/").json()
+    assert body["queued"] is False
+    assert body["active"] is False
+    assert body["processing_start_date"] is not None
+    health = body["health_status"]
+    assert (health["status"], health["code"], health["enabled"]) == ("COMPLETED", "green", False)
+    assert health["statistic"]["frames_processed"] == 120
+    assert health["statistic"]["frame_width"] == 320
+    assert health["statistic"]["frame_height"] == 240
+    assert health["statistic"]["job_starts"] == 1
+    assert health["statistic"]["processed_duration"] == pytest.approx(body["source_len"], abs=0.1)
+
+
+def test_stop_interrupts_a_running_job_within_seconds(api, default_group, worker, video_factory, settings):
+    # Long enough that it is still running when stop/ arrives, even on a fast machine.
+    archive_id = _create_with_video(api, default_group, video_factory(frames=3000, width=640, height=480))
+    assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+    assert wait_for(lambda: api.get(f"/videos/{archive_id}/").json()["active"], timeout=60), worker.log()
+
+    assert api.post(f"/videos/{archive_id}/stop/").status_code == 200
+
+    def interrupted() -> bool:
+        return api.get(f"/videos/{archive_id}/").json()["health_status"]["status"] == "INTERRUPTED"
+
+    assert wait_for(interrupted, timeout=5), worker.log()
+    body = api.get(f"/videos/{archive_id}/").json()
+    assert body["finished"] is False and body["active"] is False
+    assert body["health_status"]["code"] == "gray"
+    assert 0 < body["health_status"]["statistic"]["frames_processed"] < 3000
+
+
+def test_a_corrupt_file_that_passed_upload_ends_misconfigured_and_the_worker_survives(
+    api, default_group, worker, video_factory, media_root
+):
+    broken_id = _create_with_video(api, default_group, video_factory("broken.mp4", frames=30))
+    # Damage the stored file after upload (as a disk fault would): the job must fail with a message.
+    archive = VideoArchive.objects.get(pk=broken_id)
+    Path = type(media_root)
+    stored = Path(archive.source_file.path)
+    stored.write_bytes(b"this is not a video any more" * 100)
+    assert api.post(f"/videos/{broken_id}/process/").status_code == 200
+
+    def failed() -> bool:
+        return api.get(f"/videos/{broken_id}/").json()["health_status"]["status"] == "MISCONFIGURED"
+
+    assert wait_for(failed, timeout=60), worker.log()
+    health = api.get(f"/videos/{broken_id}/").json()["health_status"]
+    assert health["code"] == "red"
+    assert health["msg"]
+
+    good_id = _create_with_video(api, default_group, video_factory("good.mp4", frames=20))
+    assert api.post(f"/videos/{good_id}/process/").status_code == 200
+    assert wait_for(lambda: api.get(f"/videos/{good_id}/").json()["finished"], timeout=60), worker.log()
+
+
+def test_a_duplicate_delivery_of_the_task_does_not_run_the_job_twice(api, default_group, worker, video_factory):
+    archive_id = _create_with_video(api, default_group, video_factory(frames=30))
+    assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+    assert wait_for(lambda: api.get(f"/videos/{archive_id}/").json()["finished"], timeout=60), worker.log()
+    archive = VideoArchive.objects.get(pk=archive_id)
+
+    # Redeliver the same task id (as Redis does after a visibility timeout): the job is not ours to claim.
+    from videos.services import enqueue_processing
+
+    enqueue_processing(archive_id, archive.job_task_id)
+    assert wait_for(lambda: "nothing to do" in worker.log(), timeout=30), worker.log()
+    archive.refresh_from_db()
+    assert archive.job_state == JobState.COMPLETED
+    assert archive.job_starts == 1

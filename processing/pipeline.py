@@ -1,31 +1,47 @@
-"""The video pipeline's driver: decode, (detect, track, post: see the pipeline issue), report progress.
+"""The video pipeline: decode, detect, track, post; progress reported through callbacks. No Django here.
 
-It takes plain settings and callbacks and returns plain results; `videos.tasks` glues it to the database.
+`run_pipeline` takes plain settings and callbacks and returns plain results; `videos.jobs` glues it to the
+database. Decoding runs in its own thread feeding a bounded queue, so decoding overlaps with inference.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from processing.decoding import DecodeStats, decode_frames
+import numpy as np
+
+from processing.config import OBJECT_KINDS, DetectorConfig, PipelineSettings
+from processing.decoding import DecodedFrame, DecodeStats, decode_frames
+from processing.detections import Detections
+from processing.detectors import create_detector
+from processing.frames import MotionMeter, apply_transform, geometry_mask, object_quality
+from processing.posting import PostedObject, TrackPoster
+from processing.trackers import available_trackers, create_tracker
+
+KIND_PLURALS = {"face": "faces", "body": "bodies", "car": "cars"}
 
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    source: str | Path
-    max_pixels: int
-    start_at: float = 0.0
-    progress_interval: float = 1.0
-    stream_settings: dict[str, Any] = field(default_factory=dict)
+class PipelineError(Exception):
+    """The run cannot go on for a reason the user can act on (the message says which)."""
+
+
+@dataclass
+class KindCounters:
+    posted: int = 0
+    failed: int = 0
+    not_posted: int = 0
 
 
 @dataclass
 class Progress:
     frames_processed: int = 0
+    frames_dropped: int = 0
+    frames_imotion_skipped: int = 0
     processed_duration: float = 0.0
     last_stream_timestamp: float = 0.0
     processing_fps: float = 0.0
@@ -33,17 +49,32 @@ class Progress:
     frame_width: int = 0
     frame_height: int = 0
     source_len: float | None = None
+    objects: dict[str, KindCounters] = field(default_factory=lambda: {k: KindCounters() for k in OBJECT_KINDS})
 
     def as_statistic(self) -> dict[str, Any]:
-        return {
-            "frames_processed": self.frames_processed,
-            "processed_duration": round(self.processed_duration, 3),
-            "last_stream_timestamp": round(self.last_stream_timestamp, 3),
-            "processing_fps": round(self.processing_fps, 2),
-            "decoding_soft_errors": self.decoding_soft_errors,
-            "frame_width": self.frame_width,
-            "frame_height": self.frame_height,
-        }
+        statistic: dict[str, Any] = {"processed_duration": round(self.processed_duration, 3)}
+        for kind, counters in self.objects.items():
+            plural = KIND_PLURALS[kind]
+            statistic[f"{plural}_posted"] = counters.posted
+            statistic[f"{plural}_failed"] = counters.failed
+            statistic[f"{plural}_not_posted"] = counters.not_posted
+        statistic.update(
+            {
+                "processing_fps": round(self.processing_fps, 2),
+                "frames_dropped": self.frames_dropped,
+                "frames_processed": self.frames_processed,
+                "frames_imotion_skipped": self.frames_imotion_skipped,
+                "decoding_soft_errors": self.decoding_soft_errors,
+                "frame_width": self.frame_width,
+                "frame_height": self.frame_height,
+                "last_stream_timestamp": round(self.last_stream_timestamp, 3),
+                "objects": {
+                    kind: {"posted": c.posted, "failed": c.failed, "not_posted": c.not_posted}
+                    for kind, c in self.objects.items()
+                },
+            }
+        )
+        return statistic
 
 
 @dataclass(frozen=True)
@@ -52,43 +83,194 @@ class PipelineResult:
     stopped: bool
 
 
+_END = object()
+
+
+def _prefetch(frames: Iterator[DecodedFrame], size: int, stop: threading.Event) -> Iterator[DecodedFrame]:
+    """Decode in a background thread into a bounded queue; re-raises the decoder's error in the caller."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=size)
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        buffer.put(frame, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            buffer.put(exc)
+
+    thread = threading.Thread(target=produce, name="decoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class _KindRunner:
+    """Tracker and poster of one object kind."""
+
+    def __init__(self, config: DetectorConfig, fps: float, stride: int) -> None:
+        if config.tracker_type not in available_trackers():
+            raise PipelineError(
+                f"tracker {config.tracker_type!r} of the {config.kind} detector is not available on this worker "
+                f"(available: {', '.join(available_trackers())})"
+            )
+        miss_frames = max(stride, round(config.track_miss_interval * fps))
+        self.tracker = create_tracker(
+            config.tracker_type,
+            track_overlap_threshold=config.track_overlap_threshold,
+            track_miss_interval=miss_frames,
+            track_max_duration_frames=config.track_max_duration_frames,
+            track_interpolate_bboxes=config.track_interpolate_bboxes,
+        )
+        self.poster = TrackPoster(config)
+        self.config = config
+
+
 def run_pipeline(
     settings: PipelineSettings,
     *,
     on_progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
+    on_event: Callable[[PostedObject], bool],
 ) -> PipelineResult:
-    """Process the source; `on_progress` is called about every `progress_interval` seconds and at the end.
+    """Process the source; `on_event` stores one posted object and says whether that worked.
 
-    `should_stop` is asked at the same rate; when it says yes the run ends early with `stopped=True`.
-    Raises processing.media.MediaError when the source cannot be read at all.
+    `on_progress` is called about every `progress_interval` seconds and at the end, and `should_stop` is asked
+    at the same rate; when it says yes the run ends early with `stopped=True`. Raises processing.media.MediaError
+    when the source cannot be read at all and PipelineError when the settings cannot be honoured.
     """
     stats = DecodeStats()
     progress = Progress()
+    stop_decoding = threading.Event()
+    frames = _prefetch(
+        decode_frames(
+            settings.source,
+            stats,
+            start_at=settings.start_stream_timestamp,
+            max_pixels=settings.max_pixels,
+            options=settings.ffmpeg_options,
+            format_name=settings.ffmpeg_format or None,
+        ),
+        size=8,
+        stop=stop_decoding,
+    )
+    face_detector = None
+    object_detector = None
+    if "face" in settings.detectors:
+        face_detector = create_detector(
+            "retinaface", model_path=settings.models.face, input_size=settings.face_input_size,
+            confidence_threshold=settings.face_confidence,
+        )
+    if "body" in settings.detectors or "car" in settings.detectors:
+        object_detector = create_detector(
+            "yolov8", model_path=settings.models.objects, input_size=settings.object_input_size,
+            confidence_threshold=settings.object_confidence,
+        )
+    runners: dict[str, _KindRunner] = {}
+    motion = MotionMeter()
     started = time.monotonic()
     last_report = started
-    frames_this_run = 0
-    for frame in decode_frames(settings.source, stats, start_at=settings.start_at, max_pixels=settings.max_pixels):
-        frames_this_run += 1
-        progress.frames_processed += 1
-        progress.last_stream_timestamp = frame.timestamp
-        progress.processed_duration = frame.timestamp
-        now = time.monotonic()
-        if now - last_report >= settings.progress_interval:
-            _fill(progress, stats, frames_this_run, now - started)
-            on_progress(progress)
-            last_report = now
-            if should_stop():
-                return PipelineResult(progress=progress, stopped=True)
-    _fill(progress, stats, frames_this_run, time.monotonic() - started)
-    if stats.duration:
-        progress.processed_duration = stats.duration
+    stride = max(1, settings.detect_stride)
+    stopped = False
+
+    def post(posts: list[PostedObject]) -> None:
+        for item in posts:
+            counters = progress.objects[item.kind]
+            if on_event(item):
+                counters.posted += 1
+            else:
+                counters.failed += 1
+
+    try:
+        for frame in frames:
+            if not runners:
+                fps = stats.fps or 25.0
+                runners = {kind: _KindRunner(config, fps, stride) for kind, config in settings.detectors.items()}
+            if settings.play_speed > 0:
+                _pace(frame.timestamp - settings.start_stream_timestamp, settings.play_speed, started)
+            progress.frames_processed += 1
+            progress.last_stream_timestamp = frame.timestamp
+            progress.processed_duration = frame.timestamp
+            if runners and frame.index % stride == 0:
+                full = apply_transform(frame.image, settings.video_transform)
+                image, offset = full, (0, 0)
+                if settings.rot is not None:
+                    image, offset = settings.rot.apply(full), (settings.rot.x, settings.rot.y)
+                if settings.imotion_threshold > 0 and motion.measure(image) < settings.imotion_threshold:
+                    progress.frames_imotion_skipped += 1
+                else:
+                    if settings.imotion_threshold > 0:
+                        motion.accept(image)
+                    found = _detect(image, face_detector, object_detector)
+                    for kind, runner in runners.items():
+                        detections = found.get(kind, Detections.empty())
+                        detections = detections[geometry_mask(detections, runner.config)]
+                        tracked = runner.tracker.update(detections, frame.index)
+                        quality = object_quality(tracked, image.shape)
+                        post(runner.poster.observe(tracked, quality, frame_index=frame.index,
+                                                   timestamp=frame.timestamp, image=image, full_image=full,
+                                                   offset=offset))
+                        post(runner.poster.finish(runner.tracker.pop_finished()))
+            now = time.monotonic()
+            if now - last_report >= settings.progress_interval:
+                _fill(progress, stats, runners, now - started)
+                on_progress(progress)
+                last_report = now
+                if should_stop():
+                    stopped = True
+                    break
+    except ValueError as exc:  # a crop outside the frame, and the like
+        raise PipelineError(str(exc)) from exc
+    finally:
+        stop_decoding.set()
+        frames.close()
+    if not stopped:
+        for runner in runners.values():
+            post(runner.poster.finish(runner.tracker.finish()))
+        if stats.duration:
+            progress.processed_duration = max(progress.processed_duration, stats.duration)
+    _fill(progress, stats, runners, time.monotonic() - started)
     on_progress(progress)
-    return PipelineResult(progress=progress, stopped=False)
+    return PipelineResult(progress=progress, stopped=stopped)
 
 
-def _fill(progress: Progress, stats: DecodeStats, frames: int, elapsed: float) -> None:
+def _detect(image: np.ndarray, face_detector: Any, object_detector: Any) -> dict[str, Detections]:
+    found: dict[str, Detections] = {}
+    if face_detector is not None:
+        found["face"] = face_detector.detect(image)
+    if object_detector is not None:
+        objects = object_detector.detect(image)
+        for class_index, name in enumerate(object_detector.class_names):
+            found[name] = objects[objects.class_id == class_index]
+    return found
+
+
+def _pace(stream_seconds: float, play_speed: float, started: float) -> None:
+    """Hold the loop back to `play_speed` times real time."""
+    delay = stream_seconds / play_speed - (time.monotonic() - started)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _fill(progress: Progress, stats: DecodeStats, runners: dict[str, _KindRunner], elapsed: float) -> None:
     progress.decoding_soft_errors = stats.soft_errors
     progress.frame_width, progress.frame_height = stats.width, stats.height
     progress.source_len = stats.duration
-    progress.processing_fps = frames / elapsed if elapsed > 0 else 0.0
+    progress.processing_fps = progress.frames_processed / elapsed if elapsed > 0 else 0.0
+    for kind, runner in runners.items():
+        progress.objects[kind].not_posted = runner.poster.not_posted

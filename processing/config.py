@@ -1,0 +1,102 @@
+"""Plain settings of one pipeline run, read from an archive's `stream_settings` dict. No Django here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processing.media import Crop
+
+OBJECT_KINDS = ("face", "body", "car")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What one object kind's detector, tracker and posting policy do (one entry of `detectors`)."""
+
+    kind: str
+    roi: Crop | None = None
+    filter_min_size: int = 0
+    filter_max_size: int = 8192
+    filter_min_quality: float = 0.0
+    jpeg_quality: int = 95
+    fullframe_use_png: bool = False
+    fullframe_crop_rot: bool = False
+    post_best_track_frame: bool = True
+    post_best_track_normalize: bool = True
+    post_first_track_frame: bool = False
+    post_last_track_frame: bool = False
+    realtime_post_first_immediately: bool = False
+    realtime_post_interval: float = 1.0
+    realtime_post_every_interval: bool = False
+    overall_only: bool = True
+    track_send_history: bool = False
+    tracker_type: str = "simple_iou"
+    track_overlap_threshold: float = 0.25
+    track_miss_interval: float = 1.0
+    track_max_duration_frames: int = 0
+    track_interpolate_bboxes: bool = True
+    track_deep_sort_matching_threshold: float = 0.65
+    track_deep_sort_filter_unconfirmed_tracks: bool = True
+
+    @classmethod
+    def from_settings(cls, kind: str, values: dict[str, Any]) -> DetectorConfig:
+        known = {name for name in cls.__dataclass_fields__ if name not in ("kind", "roi")}
+        kwargs = {name: value for name, value in values.items() if name in known}
+        return cls(kind=kind, roi=Crop.parse(values.get("roi", "")), **kwargs)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    face: Path
+    objects: Path
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything one run needs; `from_stream_settings` reads an archive's stream_settings."""
+
+    source: str | Path
+    models: ModelPaths
+    max_pixels: int
+    detectors: dict[str, DetectorConfig] = field(default_factory=dict)
+    rot: Crop | None = None
+    video_transform: str = ""
+    imotion_threshold: float = 0.0
+    play_speed: float = -1
+    start_stream_timestamp: float = 0.0
+    use_stream_timestamp: bool = False
+    ffmpeg_format: str = ""
+    ffmpeg_options: dict[str, str] = field(default_factory=dict)
+    progress_interval: float = 1.0
+    # Run the detectors on every n-th frame; the trackers bridge and interpolate the frames between.
+    detect_stride: int = 1
+    face_input_size: tuple[int, int] = (640, 640)
+    object_input_size: tuple[int, int] = (640, 640)
+    object_confidence: float = 0.25
+    face_confidence: float = 0.9
+
+    @classmethod
+    def from_stream_settings(cls, stream_settings: dict[str, Any], **kwargs: Any) -> PipelineSettings:
+        detectors = {
+            kind: DetectorConfig.from_settings(kind, values)
+            for kind, values in (stream_settings.get("detectors") or {}).items()
+            if kind in OBJECT_KINDS and values is not None
+        }
+        options: dict[str, str] = {}
+        tokens = [token for item in stream_settings.get("ffmpeg_params", []) for token in item.split()]
+        for key, value in zip(tokens[::2], tokens[1::2], strict=False):
+            options[key.lstrip("-")] = value
+        return cls(
+            detectors=detectors,
+            rot=Crop.parse(stream_settings.get("rot", "")),
+            video_transform=stream_settings.get("video_transform", ""),
+            imotion_threshold=float(stream_settings.get("imotion_threshold", 0) or 0),
+            play_speed=float(stream_settings.get("play_speed", -1)),
+            start_stream_timestamp=float(stream_settings.get("start_stream_timestamp", 0) or 0),
+            use_stream_timestamp=bool(stream_settings.get("use_stream_timestamp", False)),
+            ffmpeg_format=stream_settings.get("ffmpeg_format", ""),
+            ffmpeg_options=options,
+            **kwargs,
+        )

@@ -1,0 +1,81 @@
+"""Per-frame helpers: orientation transforms, motion measure, object filters and quality. No Django here."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from processing.config import DetectorConfig
+from processing.detections import Detections
+
+_TRANSFORMS = {
+    "": None,
+    "FlipHorizontal": lambda f: cv2.flip(f, 1),
+    "FlipVertical": lambda f: cv2.flip(f, 0),
+    "Rotate90": lambda f: cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE),
+    "Rotate180": lambda f: cv2.rotate(f, cv2.ROTATE_180),
+    "Rotate270": lambda f: cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    "Transpose": lambda f: cv2.transpose(f),
+    "Transverse": lambda f: cv2.flip(cv2.transpose(f), -1),
+}
+
+
+def apply_transform(frame: npt.NDArray[np.uint8], name: str) -> npt.NDArray[np.uint8]:
+    """`video_transform` of stream_settings (FFmpeg's names), applied before anything else."""
+    transform = _TRANSFORMS[name]
+    return frame if transform is None else transform(frame)
+
+
+class MotionMeter:
+    """Mean absolute difference (0..255) between a frame and the last frame that was analysed.
+
+    Frames are compared at 64 px width in gray, so the measure costs well under a millisecond and ignores
+    sensor noise that a full-resolution difference would count as motion.
+    """
+
+    def __init__(self) -> None:
+        self._previous: npt.NDArray[np.int16] | None = None
+
+    def measure(self, frame: npt.NDArray[np.uint8]) -> float:
+        height, width = frame.shape[:2]
+        small = cv2.resize(frame, (64, max(1, round(64 * height / width))), interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        if self._previous is None or self._previous.shape != gray.shape:
+            self._previous = gray
+            return float("inf")
+        return float(np.abs(gray - self._previous).mean())
+
+    def accept(self, frame: npt.NDArray[np.uint8]) -> None:
+        small = cv2.resize(frame, (64, max(1, round(64 * frame.shape[0] / frame.shape[1]))),
+                           interpolation=cv2.INTER_AREA)
+        self._previous = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+
+
+def object_quality(detections: Detections, frame_shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """Quality in 0..1 per object: the detector's confidence, times 0.8 when the box touches the frame edge.
+
+    An object cut by the frame border is a worse picture of it even when the detector is sure, so a track's
+    best frame prefers the object fully in view. `filter_min_quality` compares against this number.
+    """
+    if len(detections) == 0:
+        return np.zeros(0, np.float32)
+    height, width = frame_shape[:2]
+    box = detections.xyxy
+    touches = (box[:, 0] <= 1) | (box[:, 1] <= 1) | (box[:, 2] >= width - 1) | (box[:, 3] >= height - 1)
+    return (detections.confidence * np.where(touches, 0.8, 1.0)).astype(np.float32)
+
+
+def geometry_mask(detections: Detections, config: DetectorConfig) -> npt.NDArray[np.bool_]:
+    """Rows that pass `roi` (box centre inside it) and `filter_min_size`/`filter_max_size` (the box's larger side)."""
+    if len(detections) == 0:
+        return np.zeros(0, bool)
+    box = detections.xyxy
+    side = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    keep = (side >= config.filter_min_size) & (side <= config.filter_max_size)
+    if config.roi is not None:
+        cx = (box[:, 0] + box[:, 2]) / 2
+        cy = (box[:, 1] + box[:, 3]) / 2
+        roi = config.roi
+        keep &= (cx >= roi.x) & (cx < roi.x + roi.width) & (cy >= roi.y) & (cy < roi.y + roi.height)
+    return keep

@@ -1,0 +1,1 @@
+"""Offline preparation of model files (no Django, no torch at runtime)."""

@@ -1,0 +1,21 @@
+"""Trackers: the ``Tracker`` protocol, the ``Track`` record, a registry by name and the built-ins."""
+
+from processing.trackers.base import (
+    EndReason,
+    Track,
+    Tracker,
+    available_trackers,
+    create_tracker,
+    register_tracker,
+)
+from processing.trackers.simple_iou import SimpleIouTracker
+
+__all__ = [
+    "EndReason",
+    "SimpleIouTracker",
+    "Track",
+    "Tracker",
+    "available_trackers",
+    "create_tracker",
+    "register_tracker",
+]

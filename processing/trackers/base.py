@@ -1,0 +1,113 @@
+"""The ``Tracker`` protocol, the ``Track`` record trackers hand out, and the registry by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from processing.detections import Detections
+
+EndReason = Literal["missed", "max_duration", "finished"]
+
+
+@dataclass(frozen=True, eq=False)
+class Track:
+    """One finished track.
+
+    Attributes:
+        track_id: id the tracker gave the rows (``Detections.tracker_id``).
+        class_id: detector class of every row.
+        frame_indices: ``(K,)`` int64, strictly increasing frames that have a box.
+        xyxy: ``(K, 4)`` float32 box per entry of ``frame_indices``.
+        interpolated: ``(K,)`` bool, True where the box was filled in for a missed frame.
+        observations: the real detections, one row per non-interpolated frame, in frame order,
+            with ``tracker_id`` and ``data`` (landmarks, embeddings) as the detector gave them;
+            pick the best face of the track from here.
+        end_reason: ``"missed"`` (not seen for longer than the miss interval),
+            ``"max_duration"`` (cut; the object continues under a new id) or ``"finished"``
+            (the stream ended or :meth:`Tracker.finish` was called).
+    """
+
+    track_id: int
+    class_id: int
+    frame_indices: npt.NDArray[np.int64]
+    xyxy: npt.NDArray[np.float32]
+    interpolated: npt.NDArray[np.bool_]
+    observations: Detections
+    end_reason: EndReason
+
+    @property
+    def start_frame(self) -> int:
+        return int(self.frame_indices[0])
+
+    @property
+    def last_frame(self) -> int:
+        """Last frame the object was actually seen (tracks never end on an interpolated box)."""
+        return int(self.frame_indices[-1])
+
+    @property
+    def observed_frame_indices(self) -> npt.NDArray[np.int64]:
+        """``(len(observations),)`` frame of each row of ``observations``."""
+        return self.frame_indices[~self.interpolated]
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Links per-frame detections into tracks; one instance per video stream.
+
+    ``update`` must be called with strictly increasing ``frame_index`` (frames may be skipped,
+    e.g. when only every n-th frame is detected); the tracker never mutates its input.
+    """
+
+    def update(self, detections: Detections, frame_index: int) -> Detections:
+        """The same rows in the same order, with ``tracker_id`` set on every row."""
+        ...
+
+    def pop_finished(self) -> list[Track]:
+        """Tracks that ended since the last call, ordered by end frame then id."""
+        ...
+
+    def finish(self) -> list[Track]:
+        """End every open track (end of stream) and return all not yet popped tracks."""
+        ...
+
+    def reset(self) -> None:
+        """Drop all state, finished tracks included; ids restart from 1."""
+        ...
+
+
+TrackerFactory = Callable[..., Tracker]
+F = TypeVar("F", bound=TrackerFactory)
+
+_registry: dict[str, TrackerFactory] = {}
+
+
+def register_tracker(name: str) -> Callable[[F], F]:
+    """Class decorator: make ``create_tracker(name, ...)`` build this tracker."""
+
+    def decorator(factory: F) -> F:
+        existing = _registry.get(name)
+        if existing is not None and existing is not factory:
+            raise ValueError(f"tracker {name!r} is already registered to {existing!r}")
+        _registry[name] = factory
+        return factory
+
+    return decorator
+
+
+def create_tracker(name: str, **settings: Any) -> Tracker:
+    """Build the tracker registered as ``name`` (e.g. FindFace's ``tracker_type``)."""
+    try:
+        factory = _registry[name]
+    except KeyError:
+        raise ValueError(f"unknown tracker {name!r}; known: {sorted(_registry)}") from None
+    return factory(**settings)
+
+
+def available_trackers() -> list[str]:
+    """Registered tracker names, sorted."""
+    return sorted(_registry)

@@ -1,0 +1,202 @@
+"""IoU tracker with FindFace Multi's ``track_*`` knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from processing.detections import Detections, box_iou_batch
+from processing.trackers.base import EndReason, Track, register_tracker
+
+
+@dataclass
+class _OpenTrack:
+    track_id: int
+    class_id: int
+    start_frame: int
+    last_frame: int
+    last_box: npt.NDArray[np.float32]
+    frame_indices: list[int] = field(default_factory=list)
+    boxes: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    interpolated: list[bool] = field(default_factory=list)
+    observations: list[Detections] = field(default_factory=list)
+    # Processed frames since the last match in which this track was not found.
+    missed_frames: list[int] = field(default_factory=list)
+
+
+def _readonly(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    array.flags.writeable = False
+    return array
+
+
+@register_tracker("simple_iou")
+class SimpleIouTracker:
+    """Greedy IoU tracker: each detection continues the open track whose last box overlaps it most.
+
+    Matching is greedy by IoU, highest first (ties: older track, then earlier row), and only
+    between rows of the same ``class_id``.  It has no motion model, so it suits detection on
+    every frame or every few frames; fast objects at large strides break into several tracks.
+    Ids are deterministic: 1, 2, 3, ... in order of creation, and continue after cuts.
+
+    Frame counts are in ``frame_index`` units, not in ``update`` calls, so a setting means the
+    same span of video whatever detection stride the pipeline uses.
+
+    Args:
+        track_overlap_threshold: minimum IoU (0..1) between a track's last box and a detection
+            to continue the track.  Higher avoids swapping ids between crossing objects but
+            breaks tracks of fast-moving ones; boxes must overlap at all even at 0.
+        track_miss_interval: a track that has not been matched for more than this many frames
+            is closed.  Larger bridges short occlusions and detector misses at the risk of
+            handing the id to a different object that appears where the old one vanished.
+        track_max_duration_frames: when > 0, a track spanning this many frames is closed and
+            its object continues under a new id.  Bounds how long a track (and the memory its
+            history takes) stays open, at the price of splitting one appearance into several
+            tracks.  0 = unlimited.
+        track_interpolate_bboxes: when a track is found again after misses, add linearly
+            interpolated boxes for the processed frames it was missed in (marked
+            ``interpolated``), so consumers get a box on every processed frame of the track.
+            Frames that were never passed to ``update`` get no box.
+    """
+
+    def __init__(
+        self,
+        *,
+        track_overlap_threshold: float = 0.25,
+        track_miss_interval: int = 1,
+        track_max_duration_frames: int = 0,
+        track_interpolate_bboxes: bool = True,
+    ) -> None:
+        if not 0.0 <= track_overlap_threshold <= 1.0:
+            raise ValueError(f"track_overlap_threshold must be in [0, 1], got {track_overlap_threshold}")
+        if track_miss_interval < 0:
+            raise ValueError(f"track_miss_interval must be >= 0, got {track_miss_interval}")
+        if track_max_duration_frames < 0:
+            raise ValueError(f"track_max_duration_frames must be >= 0, got {track_max_duration_frames}")
+        self.track_overlap_threshold = float(track_overlap_threshold)
+        self.track_miss_interval = int(track_miss_interval)
+        self.track_max_duration_frames = int(track_max_duration_frames)
+        self.track_interpolate_bboxes = bool(track_interpolate_bboxes)
+        self.reset()
+
+    def reset(self) -> None:
+        self._open: dict[int, _OpenTrack] = {}  # insertion order = creation order = id order
+        self._finished: list[Track] = []
+        self._next_id = 1
+        self._last_frame_index: int | None = None
+
+    @property
+    def open_track_ids(self) -> list[int]:
+        """Ids of tracks that may still continue."""
+        return list(self._open)
+
+    def update(self, detections: Detections, frame_index: int) -> Detections:
+        """Assign ``tracker_id`` to every row of ``detections`` found on ``frame_index``."""
+        frame_index = int(frame_index)
+        if self._last_frame_index is not None and frame_index <= self._last_frame_index:
+            raise ValueError(f"frame_index must increase: {frame_index} after {self._last_frame_index}")
+        self._last_frame_index = frame_index
+
+        tracks = list(self._open.values())
+        matches = self._match(tracks, detections)
+        ids = np.zeros(len(detections), dtype=np.int64)
+        closing: list[tuple[_OpenTrack, EndReason]] = []
+
+        for track_index, row in matches:
+            track = tracks[track_index]
+            max_frames = self.track_max_duration_frames
+            if max_frames > 0 and frame_index - track.start_frame + 1 > max_frames:
+                closing.append((track, "max_duration"))
+                continue  # the row is left unmatched and starts the object's next track below
+            self._extend(track, detections[row], frame_index)
+            ids[row] = track.track_id
+
+        matched_tracks = {track_index for track_index, _ in matches}
+        for track_index, track in enumerate(tracks):
+            if track_index in matched_tracks:
+                continue
+            if frame_index - track.last_frame > self.track_miss_interval:
+                closing.append((track, "missed"))
+            else:
+                track.missed_frames.append(frame_index)
+
+        for track, reason in sorted(closing, key=lambda item: item[0].track_id):
+            self._close(track, reason)
+
+        for row in np.flatnonzero(ids == 0):
+            ids[row] = self._start(detections[int(row)], frame_index)
+        return detections.with_tracker_id(ids)
+
+    def pop_finished(self) -> list[Track]:
+        finished, self._finished = self._finished, []
+        return finished
+
+    def finish(self) -> list[Track]:
+        for track in list(self._open.values()):
+            self._close(track, "finished")
+        return self.pop_finished()
+
+    def _match(self, tracks: list[_OpenTrack], detections: Detections) -> list[tuple[int, int]]:
+        """Greedy (track index, row) pairs, best IoU first."""
+        if not tracks or len(detections) == 0:
+            return []
+        iou = box_iou_batch(np.stack([track.last_box for track in tracks]), detections.xyxy)
+        same_class = np.array([track.class_id for track in tracks])[:, None] == detections.class_id[None, :]
+        allowed = same_class & (iou > 0) & (iou >= self.track_overlap_threshold)
+        track_idx, row_idx = np.nonzero(allowed)
+        # lexsort: last key is primary -> IoU descending, then track (older first), then row.
+        order = np.lexsort((row_idx, track_idx, -iou[track_idx, row_idx]))
+        used_tracks: set[int] = set()
+        used_rows: set[int] = set()
+        pairs: list[tuple[int, int]] = []
+        for t, r in zip(track_idx[order].tolist(), row_idx[order].tolist(), strict=True):
+            if t not in used_tracks and r not in used_rows:
+                used_tracks.add(t)
+                used_rows.add(r)
+                pairs.append((t, r))
+        return pairs
+
+    def _start(self, row: Detections, frame_index: int) -> int:
+        track = _OpenTrack(
+            track_id=self._next_id,
+            class_id=int(row.class_id[0]),
+            start_frame=frame_index,
+            last_frame=frame_index,
+            last_box=row.xyxy[0],
+        )
+        self._next_id += 1
+        self._open[track.track_id] = track
+        self._extend(track, row, frame_index)
+        return track.track_id
+
+    def _extend(self, track: _OpenTrack, row: Detections, frame_index: int) -> None:
+        box = row.xyxy[0]
+        if self.track_interpolate_bboxes and track.missed_frames:
+            span = frame_index - track.last_frame
+            for missed in track.missed_frames:
+                weight = (missed - track.last_frame) / span
+                track.frame_indices.append(missed)
+                track.boxes.append((track.last_box + weight * (box - track.last_box)).astype(np.float32))
+                track.interpolated.append(True)
+        track.missed_frames.clear()
+        track.frame_indices.append(frame_index)
+        track.boxes.append(box)
+        track.interpolated.append(False)
+        track.observations.append(row.with_tracker_id([track.track_id]))
+        track.last_frame = frame_index
+        track.last_box = box
+
+    def _close(self, track: _OpenTrack, reason: EndReason) -> None:
+        del self._open[track.track_id]
+        self._finished.append(
+            Track(
+                track_id=track.track_id,
+                class_id=track.class_id,
+                frame_indices=_readonly(np.asarray(track.frame_indices, dtype=np.int64)),
+                xyxy=_readonly(np.stack(track.boxes).astype(np.float32)),
+                interpolated=_readonly(np.asarray(track.interpolated, dtype=bool)),
+                observations=Detections.merge(track.observations),
+                end_reason=reason,
+            )
+        )

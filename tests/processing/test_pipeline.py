@@ -1,0 +1,180 @@
+"""The whole Django-free pipeline on real footage (Debian opencv-doc) with the real models.
+
+Each setting of stream_settings that filters objects must move the result in its direction: these tests run
+the same clip with and without it and compare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from processing.config import ModelPaths, PipelineSettings
+from processing.media import MediaError
+from processing.pipeline import PipelineResult, run_pipeline
+from processing.posting import PostedObject
+from tests.processing.conftest import opencv_data_file, skip_or_fail
+
+DETECTOR_DEFAULTS = {
+    "face": {"filter_min_quality": 0.45, "filter_min_size": 60},
+    "body": {"filter_min_quality": 0.6, "filter_min_size": 70},
+    "car": {"filter_min_quality": 0.73, "filter_min_size": 100},
+}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelPaths:
+    """The models as `manage.py prepare_models` writes them (kept in var/models when the setup made them)."""
+    from processing.models_prep.prepare import RETINAFACE_FILE, YOLO_FILE, prepare_models
+
+    prepared = Path(__file__).resolve().parents[2] / "var" / "models"
+    if not ((prepared / YOLO_FILE).is_file() and (prepared / RETINAFACE_FILE).is_file()):
+        prepared = tmp_path_factory.mktemp("models")
+        try:
+            prepare_models(prepared)
+        except (FileNotFoundError, ImportError) as error:
+            skip_or_fail(f"models cannot be prepared: {error}")
+    return ModelPaths(face=prepared / RETINAFACE_FILE, objects=prepared / YOLO_FILE)
+
+
+def trim(source: Path, target: Path, frames: int) -> Path:
+    """The first `frames` frames of `source`, re-encoded at high quality (short clips keep the suite fast)."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        in_stream = inp.streams.video[0]
+        stream = out.add_stream("mpeg4", rate=in_stream.average_rate)
+        stream.width, stream.height, stream.pix_fmt = in_stream.width, in_stream.height, "yuv420p"
+        stream.bit_rate = 8_000_000
+        for index, frame in enumerate(inp.decode(in_stream)):
+            if index >= frames:
+                break
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return target
+
+
+@pytest.fixture(scope="session")
+def megamind_clip(data_tmp_dir: Path) -> Path:
+    return trim(opencv_data_file("Megamind.avi", data_tmp_dir), data_tmp_dir / "megamind-120.mp4", 120)
+
+
+@pytest.fixture(scope="session")
+def vtest_clip(data_tmp_dir: Path) -> Path:
+    return trim(opencv_data_file("vtest.avi", data_tmp_dir), data_tmp_dir / "vtest-150.mp4", 150)
+
+
+def run(
+    source: Path, models: ModelPaths, detectors: dict, **stream_settings
+) -> tuple[PipelineResult, list[PostedObject]]:
+    settings_dict = {"detectors": {kind: (None if values is None else {**DETECTOR_DEFAULTS[kind], **values})
+                                   for kind, values in detectors.items()}, **stream_settings}
+    settings = PipelineSettings.from_stream_settings(
+        settings_dict, source=source, models=models, max_pixels=8192 * 8192, progress_interval=0.5
+    )
+    events: list[PostedObject] = []
+    result = run_pipeline(settings, on_progress=lambda progress: None, should_stop=lambda: False,
+                          on_event=lambda posted: events.append(posted) or True)
+    return result, events
+
+
+FACES_ONLY = {"face": {}, "body": None, "car": None}
+
+
+@pytest.fixture(scope="session")
+def megamind_faces(megamind_clip: Path, models: ModelPaths):
+    return run(megamind_clip, models, FACES_ONLY)
+
+
+def test_megamind_gives_face_events_with_pictures_and_boxes_inside_the_frame(megamind_faces):
+    result, events = megamind_faces
+    assert result.stopped is False
+    assert len(events) >= 2
+    assert {event.kind for event in events} == {"face"}
+    assert result.progress.objects["face"].posted == len(events)
+    assert result.progress.frames_processed == 120
+    for event in events:
+        left, top, right, bottom = event.box
+        assert 0 <= left < right <= 720 and 0 <= top < bottom <= 528
+        assert event.quality >= 0.45 and right - left >= 60 or bottom - top >= 60
+        thumbnail = cv2.imdecode(np.frombuffer(event.thumbnail, np.uint8), cv2.IMREAD_COLOR)
+        fullframe = cv2.imdecode(np.frombuffer(event.fullframe, np.uint8), cv2.IMREAD_COLOR)
+        assert thumbnail is not None and fullframe.shape == (528, 720, 3)
+        assert event.normalized is not None  # faces are aligned on their landmarks by default
+        assert cv2.imdecode(np.frombuffer(event.normalized, np.uint8), cv2.IMREAD_COLOR).shape == (112, 112, 3)
+    # One best-frame event per track with the defaults.
+    assert len({event.track_id for event in events}) == len(events)
+
+
+def test_vtest_gives_body_events(vtest_clip: Path, models: ModelPaths):
+    result, events = run(vtest_clip, models, {"face": None, "body": {}, "car": {}})
+    bodies = [event for event in events if event.kind == "body"]
+    assert len(bodies) >= 3
+    assert result.progress.objects["body"].posted == len(bodies)
+    for event in bodies:
+        left, top, right, bottom = event.box
+        assert bottom - top > right - left  # people stand upright in this footage
+
+
+def test_roi_keeps_only_objects_inside_it(megamind_faces, megamind_clip: Path, models: ModelPaths):
+    _, baseline = megamind_faces
+    roi = "360x528+0+0"  # the left half
+    _, events = run(megamind_clip, models, {"face": {"roi": roi}, "body": None, "car": None})
+    assert len(events) < len(baseline)
+    for event in events:
+        assert (event.box[0] + event.box[2]) / 2 < 360
+
+
+def test_filter_min_size_drops_small_objects(megamind_faces, megamind_clip: Path, models: ModelPaths):
+    _, baseline = megamind_faces
+    sides = sorted(max(e.box[2] - e.box[0], e.box[3] - e.box[1]) for e in baseline)
+    # Above every face seen: nothing is left. (A threshold between sizes can split a track whose face
+    # hovers around it, so only the extreme gives a count that must drop.)
+    _, none_left = run(megamind_clip, models, {"face": {"filter_min_size": sides[-1] + 20}, "body": None, "car": None})
+    assert none_left == []
+    threshold = sides[len(sides) // 2] + 1
+    _, events = run(megamind_clip, models, {"face": {"filter_min_size": threshold}, "body": None, "car": None})
+    for event in events:
+        assert max(event.box[2] - event.box[0], event.box[3] - event.box[1]) >= threshold - 1
+
+
+def test_filter_min_quality_turns_posts_into_not_posted(megamind_faces, megamind_clip: Path, models: ModelPaths):
+    _, baseline = megamind_faces
+    result, events = run(megamind_clip, models, {"face": {"filter_min_quality": 1.0}, "body": None, "car": None})
+    assert len(events) < len(baseline)
+    assert result.progress.objects["face"].not_posted >= len(baseline) - len(events)
+
+
+def test_a_null_detector_is_skipped(megamind_clip: Path, models: ModelPaths):
+    result, events = run(megamind_clip, models, {"face": None, "body": None, "car": None})
+    assert events == []
+    assert result.progress.frames_processed == 120
+
+
+def test_imotion_threshold_skips_still_frames(megamind_faces, megamind_clip: Path, models: ModelPaths):
+    baseline_result, _ = megamind_faces
+    assert baseline_result.progress.frames_imotion_skipped == 0
+    result, _ = run(megamind_clip, models, FACES_ONLY, imotion_threshold=3)
+    assert result.progress.frames_imotion_skipped > 0
+    assert result.progress.frames_processed == 120
+
+
+def test_a_corrupted_stream_completes_or_fails_with_a_message(data_tmp_dir: Path, models: ModelPaths):
+    source = opencv_data_file("Megamind_bugy.avi", data_tmp_dir)
+    try:
+        result, _ = run(source, models, {"face": None, "body": None, "car": None})
+    except MediaError as error:
+        assert str(error)
+    else:
+        assert result.progress.frames_processed > 0
+
+
+def test_a_text_file_named_mp4_is_not_a_video(tmp_path: Path, models: ModelPaths):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("just some text, not a video\n" * 50)
+    with pytest.raises(MediaError):
+        run(fake, models, FACES_ONLY)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import django_filters
@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 
 from videos.errors import BadParam
@@ -39,10 +40,11 @@ class IntegerListField(forms.Field):
             return None
         result = []
         for item in value:
+            # Plain ASCII digits only: int() alone would also take "1_0", "+1", "-1" and non-ASCII digits.
             try:
-                number = int(item)
-            except ValueError:
-                raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+                number = int(item) if item.isascii() and item.isdigit() else -1
+            except ValueError:  # more digits than int() converts
+                number = -1
             if number < 0 or number > 2**63 - 1:
                 raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
             result.append(number)
@@ -64,6 +66,23 @@ class IntegerListFilter(django_filters.Filter):
         return qs.filter(**{f"{self.field_name}__in": value})
 
 
+class BoundedIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time that also exists in UTC (the database's zone): years 1 to 9999 there too."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        result = super().to_python(value)
+        if result is not None:
+            try:
+                result.astimezone(UTC)
+            except OverflowError:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+        return result
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = BoundedIsoDateTimeField
+
+
 def week_start(now: datetime, weeks_back: int) -> datetime:
     """Monday 00:00, in the current time zone, of the week `weeks_back` weeks before this one (1 = this week)."""
     local = timezone.localtime(now)
@@ -74,10 +93,10 @@ def week_start(now: datetime, weeks_back: int) -> datetime:
 class CreatedDateFilterSet(django_filters.FilterSet):
     """`created_date_*` filters shared by every list of the API."""
 
-    created_date_gt = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="gt")
-    created_date_gte = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="gte")
-    created_date_lt = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="lt")
-    created_date_lte = django_filters.IsoDateTimeFilter(field_name="created_date", lookup_expr="lte")
+    created_date_gt = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="gt")
+    created_date_gte = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="gte")
+    created_date_lt = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="lt")
+    created_date_lte = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="lte")
     created_date_last_n_days = django_filters.NumberFilter(method="filter_last_n_days", min_value=0, max_value=100000)
     created_date_nth_full_week = django_filters.NumberFilter(
         method="filter_nth_full_week", min_value=1, max_value=10000

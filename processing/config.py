@@ -76,6 +76,9 @@ class PipelineSettings:
     object_input_size: tuple[int, int] = (640, 640)
     object_confidence: float = 0.25
     face_confidence: float = 0.9
+    # onnxruntime threads per inference; 0 = all cores. Several workers on one host want cores // workers
+    # (bench/RESULTS.md: all cores under contention ran 2.5x slower than one thread).
+    ort_threads: int = 0
 
     @classmethod
     def from_stream_settings(cls, stream_settings: dict[str, Any], **kwargs: Any) -> PipelineSettings:

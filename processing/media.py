@@ -60,6 +60,8 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:
                 raise MediaError("the file has no video stream")
+            if _is_still_image(container.format.name):
+                raise MediaError("the file is a still image, not a video")
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             if width <= 0 or height <= 0:
@@ -93,6 +95,12 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
         raise MediaError(f"not a readable video: {exc}") from exc
+
+
+def _is_still_image(format_name: str) -> bool:
+    """FFmpeg opens a PNG, JPEG, BMP... as a one-frame "video" through its image demuxers."""
+    names = format_name.split(",")
+    return any(name == "image2" or name.endswith("_pipe") for name in names)
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream):

@@ -174,12 +174,12 @@ def run_pipeline(
     if "face" in settings.detectors:
         face_detector = create_detector(
             "retinaface", model_path=settings.models.face, input_size=settings.face_input_size,
-            confidence_threshold=settings.face_confidence,
+            confidence_threshold=settings.face_confidence, intra_op_num_threads=settings.ort_threads,
         )
     if "body" in settings.detectors or "car" in settings.detectors:
         object_detector = create_detector(
             "yolov8", model_path=settings.models.objects, input_size=settings.object_input_size,
-            confidence_threshold=settings.object_confidence,
+            confidence_threshold=settings.object_confidence, intra_op_num_threads=settings.ort_threads,
         )
     runners: dict[str, _KindRunner] = {}
     motion = MotionMeter()

@@ -209,15 +209,19 @@ def database_url_for_worker() -> str:
 
 
 class WorkerProcess:
-    def __init__(self, queue: str, media_root: Path, log_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, queue: str, media_root: Path, log_path: Path, extra_env: dict[str, str] | None = None,
+        *, beat: bool = False,
+    ):
         self.queue = queue
+        self.beat = beat
         self.log_path = log_path
         env = {
             **os.environ,
             "DATABASE_URL": database_url_for_worker(),
             "CELERY_BROKER_URL": redis_url(),
             "MEDIA_ROOT": str(media_root),
-            "FFV_PROCESSING_QUEUE": "cpu",
+            "FFV_PROCESSING_QUEUE": queue,
             "FFV_PROGRESS_INTERVAL": "0.2",
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
@@ -230,7 +234,8 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q", self.queue,
              "--concurrency", "1", "--pool", "prefork", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"{self.queue}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"],
+             "--without-heartbeat", "-n", f"{self.queue}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
+             *(["-B", "--schedule", str(self.log_path.with_suffix(".beat"))] if self.beat else [])],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self

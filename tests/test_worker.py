@@ -10,8 +10,13 @@ from videos.models import JobState, VideoArchive
 pytestmark = pytest.mark.worker
 
 
+# Detectors off: these tests are about the queue and job state, not detection (tests/pipeline has those).
+NO_DETECTORS = {"detectors": {"face": None, "body": None, "car": None}}
+
+
 def _create_with_video(api, default_group, path) -> int:
-    archive_id = api.post("/videos/", {"camera_group": default_group.pk, "name": path.name}, format="json").json()["id"]
+    body = {"camera_group": default_group.pk, "name": path.name, "stream_settings": NO_DETECTORS}
+    archive_id = api.post("/videos/", body, format="json").json()["id"]
     assert upload(api, archive_id, path).status_code == 201
     return archive_id
 

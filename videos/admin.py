@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from videos.models import AuthToken, Camera, CameraGroup, Case, VideoArchive
+from videos.models import AuthToken, BodyEvent, Camera, CameraGroup, CarEvent, Case, FaceEvent, VideoArchive
 
 
 @admin.register(CameraGroup)
@@ -41,3 +41,15 @@ class AuthTokenAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "device_uuid"]
     exclude = ["key"]
     readonly_fields = ["user", "device_uuid", "created_date", "expires_at"]
+
+
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["id", "video_archive", "frame_timestamp", "track_id", "post_policy", "quality", "created_date"]
+    list_filter = ["post_policy", "camera_group"]
+    search_fields = ["video_archive__name"]
+    raw_id_fields = ["video_archive", "camera_group"]
+
+
+admin.site.register(FaceEvent, EventAdmin)
+admin.site.register(BodyEvent, EventAdmin)
+admin.site.register(CarEvent, EventAdmin)

@@ -7,17 +7,22 @@ of the task can neither start a second run nor overwrite the state of the run th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from processing.config import ModelPaths, PipelineSettings
 from processing.media import MediaError
-from processing.pipeline import PipelineSettings, Progress, run_pipeline
-from videos.health import empty_statistic
+from processing.pipeline import PipelineError, Progress, run_pipeline
+from processing.posting import PostedObject
+from videos.events import event_counts, event_store, events_purge
+from videos.health import KIND_PLURALS, empty_statistic
 from videos.models import RUNNING_STATES, JobState, VideoArchive
 from videos.storage import local_path
 
@@ -28,6 +33,7 @@ logger = logging.getLogger(__name__)
 class ClaimedJob:
     archive_id: int
     task_id: str
+    camera_group_id: int
     source_name: str
     url: str | None
     stream_settings: dict[str, Any]
@@ -59,6 +65,7 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
     resumed = archive.job_starts > 1
     if not resumed:
         # A new job: the results of an earlier run of this archive go first.
+        events_purge(archive_id=archive_id)
         VideoArchive.objects.filter(pk=archive_id).update(
             statistic=empty_statistic(), face_count=0, body_count=0, car_count=0, job_checkpoint={}
         )
@@ -66,6 +73,7 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
     return ClaimedJob(
         archive_id=archive_id,
         task_id=task_id,
+        camera_group_id=archive.camera_group_id,
         source_name=archive.source_file.name,
         url=archive.url,
         stream_settings=archive.stream_settings,
@@ -77,8 +85,12 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
 def job_report(job: ClaimedJob, progress: Progress) -> bool:
     """Write statistic and heartbeat; True while the job should go on (not stopped, not deleted, still ours)."""
     statistic = {**empty_statistic(), **progress.as_statistic()}
+    counts = event_counts(job.archive_id)
     updated = _owned(job.archive_id, job.task_id).update(
         job_state=JobState.IN_PROGRESS,
+        face_count=counts["face"],
+        body_count=counts["body"],
+        car_count=counts["car"],
         job_heartbeat=timezone.now(),
         statistic=statistic,
         source_len=F("source_len") if progress.source_len is None else round(progress.source_len, 3),
@@ -90,49 +102,102 @@ def job_report(job: ClaimedJob, progress: Progress) -> bool:
     return not VideoArchive.objects.filter(pk=job.archive_id, stop_requested=True).exists()
 
 
-def job_finish(job: ClaimedJob, state: JobState, msg: str = "") -> None:
+def job_finish(job: ClaimedJob, state: JobState, msg: str = "", progress: Progress | None = None) -> None:
+    """End the job; counts and `*_posted` come from the event rows, which a replay cannot inflate."""
+    counts = event_counts(job.archive_id)
+    fields: dict[str, Any] = {"face_count": counts["face"], "body_count": counts["body"], "car_count": counts["car"]}
+    if progress is not None:
+        statistic = {**empty_statistic(), **progress.as_statistic()}
+        for kind, count in counts.items():
+            statistic[f"{KIND_PLURALS[kind]}_posted"] = count
+            statistic["objects"][kind]["posted"] = count
+        fields["statistic"] = statistic
     _owned(job.archive_id, job.task_id).update(
-        job_state=state, job_msg=msg[:4000], processing_finish_date=timezone.now(), stop_requested=False
+        job_state=state, job_msg=msg[:4000], processing_finish_date=timezone.now(), stop_requested=False, **fields
     )
 
 
-def run_job(*, archive_id: int, task_id: str, worker: str) -> None:
+def run_job(
+    *, archive_id: int, task_id: str, worker: str, watch: Callable[[Progress], None] | None = None
+) -> JobState | None:
+    """Claim and run the job; returns its final state, or None when it was not ours to run."""
     job = job_claim(archive_id=archive_id, task_id=task_id, worker=worker)
     if job is None:
         logger.info("video archive %s task %s: nothing to do (not queued for this task)", archive_id, task_id)
-        return
+        return None
     logger.info("video archive %s task %s: %s on %s", archive_id, task_id,
                 "resuming" if job.resumed else "starting", worker)
     state = {"go_on": True}
 
     def on_progress(progress: Progress) -> None:
         state["go_on"] = job_report(job, progress)
+        if watch is not None:
+            watch(progress)
+
+    def on_event(posted: PostedObject) -> bool:
+        return event_store(archive_id=archive_id, camera_group_id=job.camera_group_id, posted=posted)
 
     try:
-        if job.source_name:
-            with local_path(job.source_name) as path:
-                result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
-                                      should_stop=lambda: not state["go_on"])
-        else:
-            raise MediaError("the archive has no source file")
-    except MediaError as exc:
+        if not job.source_name:
+            raise MediaError("the archive has no uploaded source file (url sources are not processed yet)")
+        with local_path(job.source_name) as path:
+            result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
+                                  should_stop=lambda: not state["go_on"], on_event=on_event)
+    except (MediaError, PipelineError) as exc:
         logger.warning("video archive %s task %s: failed: %s", archive_id, task_id, exc)
         job_finish(job, JobState.FAILED, str(exc))
-        return
+        return JobState.FAILED
+    except FileNotFoundError as exc:
+        logger.error("video archive %s task %s: %s", archive_id, task_id, exc)
+        job_finish(job, JobState.FAILED, f"{exc} (run `manage.py prepare_models` on this worker)")
+        return JobState.FAILED
     except Exception as exc:
         logger.exception("video archive %s task %s: unexpected failure", archive_id, task_id)
         job_finish(job, JobState.FAILED, f"internal error: {exc}")
         raise
-    job_finish(job, JobState.INTERRUPTED if result.stopped else JobState.COMPLETED)
+    final = JobState.INTERRUPTED if result.stopped else JobState.COMPLETED
+    job_finish(job, final, progress=result.progress)
     logger.info("video archive %s task %s: %s after %d frames", archive_id, task_id,
-                "interrupted" if result.stopped else "completed", result.progress.frames_processed)
+                final.value, result.progress.frames_processed)
+    return final
 
 
 def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
-    return PipelineSettings(
+    # A resumed job replays the video from its start: tracking is deterministic, so the replay posts the
+    # same events again and the uniqueness rule drops them (see videos.events.event_store).
+    return PipelineSettings.from_stream_settings(
+        job.stream_settings,
         source=path,
+        models=ModelPaths(face=Path(settings.FFV_FACE_MODEL), objects=Path(settings.FFV_OBJECT_MODEL)),
         max_pixels=settings.FFV_MAX_FRAME_PIXELS,
-        start_at=float(job.checkpoint.get("last_stream_timestamp", 0.0)) if job.resumed else 0.0,
         progress_interval=settings.FFV_PROGRESS_INTERVAL,
-        stream_settings=job.stream_settings,
+        detect_stride=settings.FFV_DETECT_STRIDE,
+        face_input_size=settings.FFV_FACE_INPUT_SIZE,
+        object_input_size=settings.FFV_OBJECT_INPUT_SIZE,
+        ort_threads=settings.FFV_ORT_THREADS,
     )
+
+
+def jobs_sweep(*, enqueue: Callable[[int, str], None]) -> list[int]:
+    """Re-send jobs whose task went missing: running ones whose worker died (no heartbeat within the lease),
+    and queued ones whose message the broker lost. Claiming is a compare-and-set, so a job re-sent while its
+    first message still exists runs once; the second delivery finds nothing to do.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.FFV_JOB_LEASE_SECONDS)
+    long_queued = now - timedelta(seconds=settings.FFV_QUEUE_STALE_SECONDS)
+    resent: list[int] = []
+    dead = VideoArchive.objects.filter(job_state__in=RUNNING_STATES, job_heartbeat__lt=stale)
+    lost = VideoArchive.objects.filter(job_state=JobState.QUEUED, queued_date__lt=long_queued)
+    for archive_id, task_id, state in [*dead.values_list("pk", "job_task_id", "job_state"),
+                                       *lost.values_list("pk", "job_task_id", "job_state")]:
+        # Back to QUEUED (same task id) only if nobody touched the row meanwhile.
+        moved = VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=state).filter(
+            Q(job_heartbeat__lt=stale) | Q(job_state=JobState.QUEUED)
+        ).update(job_state=JobState.QUEUED, queued_date=now)
+        if moved:
+            logger.warning("video archive %s task %s: %s job re-sent", archive_id, task_id,
+                           "orphaned" if state in RUNNING_STATES else "long-queued")
+            enqueue(archive_id, task_id)
+            resent.append(archive_id)
+    return resent

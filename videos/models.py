@@ -146,3 +146,74 @@ class AuthToken(models.Model):
 
     def __str__(self) -> str:
         return f"token of {self.user} ({self.key[:6]}…)"
+
+
+class EventKind(models.TextChoices):
+    FACE = "face", _("Face")
+    BODY = "body", _("Body")
+    CAR = "car", _("Car")
+
+
+class Event(models.Model):
+    """One posted object of a track: where and when in which archive, its box, quality and pictures.
+
+    (video_archive, track_id, post_policy, frame_index) is unique: a worker that replays part of a video after a
+    crash produces the same rows again, and those inserts are ignored instead of duplicating events.
+    """
+
+    video_archive = models.ForeignKey(VideoArchive, on_delete=models.CASCADE, related_name="+")
+    camera_group = models.ForeignKey(CameraGroup, on_delete=models.CASCADE, related_name="+")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    frame_timestamp = models.FloatField(help_text="Seconds into the video.")
+    frame_index = models.PositiveIntegerField()
+    frame_coords_left = models.IntegerField()
+    frame_coords_top = models.IntegerField()
+    frame_coords_right = models.IntegerField()
+    frame_coords_bottom = models.IntegerField()
+    quality = models.FloatField(db_index=True)
+    confidence = models.FloatField()
+    track_id = models.PositiveIntegerField()
+    post_policy = models.CharField(max_length=16)
+    thumbnail = models.FileField(max_length=512)
+    fullframe = models.FileField(max_length=512)
+    normalized = models.FileField(max_length=512, blank=True, default="")
+    detector_params = models.JSONField(default=dict)
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self._meta.verbose_name} {self.pk} of archive {self.video_archive_id}"
+
+
+def _event_meta(name: str):
+    return {
+        "constraints": [
+            models.UniqueConstraint(
+                fields=["video_archive", "track_id", "post_policy", "frame_index"], name=f"{name}_once_per_track_frame"
+            )
+        ],
+        "indexes": [models.Index(fields=["video_archive", "-id"], name=f"{name}_archive_id_idx")],
+    }
+
+
+class FaceEvent(Event):
+    class Meta(Event.Meta):
+        constraints = _event_meta("faceevent")["constraints"]
+        indexes = _event_meta("faceevent")["indexes"]
+
+
+class BodyEvent(Event):
+    class Meta(Event.Meta):
+        constraints = _event_meta("bodyevent")["constraints"]
+        indexes = _event_meta("bodyevent")["indexes"]
+
+
+class CarEvent(Event):
+    class Meta(Event.Meta):
+        constraints = _event_meta("carevent")["constraints"]
+        indexes = _event_meta("carevent")["indexes"]
+
+
+EVENT_MODELS: dict[str, type[Event]] = {"face": FaceEvent, "body": BodyEvent, "car": CarEvent}

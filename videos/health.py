@@ -16,6 +16,7 @@ from videos.models import JobState, VideoArchive
 OBJECT_KINDS = ("face", "body", "car")
 # Statistic key prefixes per object kind, as FindFace names them.
 KIND_PLURALS = {"face": "faces", "body": "bodies", "car": "cars"}
+COUNTER_KEYS = ("posted", "failed", "not_posted")
 
 
 class HealthStatus(TypedDict):
@@ -63,9 +64,24 @@ def empty_statistic() -> dict[str, Any]:
     return statistic
 
 
+def _ordered(value: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    return {key: value[key] for key in order if key in value} | {k: v for k, v in value.items() if k not in order}
+
+
+def _ordered_objects(objects: Any) -> Any:
+    """`objects` in api-notes' order (face, body, car; posted, failed, not_posted): jsonb keeps no key order."""
+    if not isinstance(objects, dict):
+        return objects
+    return {
+        kind: _ordered(counters, COUNTER_KEYS) if isinstance(counters, dict) else counters
+        for kind, counters in _ordered(objects, OBJECT_KINDS).items()
+    }
+
+
 def archive_statistic(archive: VideoArchive) -> dict[str, Any]:
     statistic = empty_statistic()
     statistic.update({key: value for key, value in archive.statistic.items() if key in statistic})
+    statistic["objects"] = _ordered_objects(statistic["objects"])
     statistic["job_starts"] = archive.job_starts
     return statistic
 

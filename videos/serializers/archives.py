@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,11 +12,12 @@ from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
 
 from videos.health import health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
-from videos.serializers.stream_settings import StreamSettingsField, StreamSettingsSerializer
+from videos.serializers.stream_settings import StreamSettingsField, StreamSettingsSerializer, default_stream_settings
 
 
 class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
@@ -33,22 +35,34 @@ def validate_source_url(value: str | None) -> str | None:
         return value
     try:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
     except ValueError as exc:
         raise serializers.ValidationError(_("Enter a valid URL.")) from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise serializers.ValidationError(_("Only http and https URLs with a host are allowed."))
-    host = parts.hostname
+    # "localhost." is "localhost" to a resolver.
+    host = parts.hostname.rstrip(".")
     allowed_hosts = settings.FFV_URL_ALLOWED_HOSTS
     if allowed_hosts and host not in allowed_hosts:
         raise serializers.ValidationError(_("Host %(host)s is not in the allowed list.") % {"host": host})
     if not settings.FFV_URL_ALLOW_PRIVATE:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            address = None
+        address = _literal_address(host)
         if host == "localhost" or host.endswith(".localhost") or (address is not None and not address.is_global):
             raise serializers.ValidationError(_("Private, loopback and link-local hosts are not allowed."))
     return value
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, including the legacy IPv4 forms resolvers accept
+    ("127.1", "2130706433", "0x7f000001", "0177.0.0.1"); None for a DNS name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
 
 
 class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
@@ -58,7 +72,10 @@ class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerialize
                           validators=[validate_source_url])
     camera = StrictPrimaryKeyRelatedField(queryset=Camera.objects.all(), allow_null=True, required=False, default=None)
     case = StrictPrimaryKeyRelatedField(queryset=Case.objects.all(), allow_null=True, required=False, default=None)
-    stream_settings = extend_schema_field(StreamSettingsSerializer)(StreamSettingsField(required=False))
+    # A PUT that leaves stream_settings out replaces them with the defaults, as it does url, camera and case.
+    stream_settings = extend_schema_field(StreamSettingsSerializer)(
+        StreamSettingsField(required=False, default=default_stream_settings)
+    )
     screenshot = serializers.SerializerMethodField()
     health_status = serializers.SerializerMethodField()
     active = serializers.BooleanField(read_only=True)
@@ -141,7 +158,10 @@ class CountSerializer(serializers.Serializer):
 
 
 class CameraGroupSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
-    name = StrictCharField(min_length=1, max_length=256)
+    # Names are unique in the table; checked here so a duplicate is BAD_PARAM, not a database error.
+    name = StrictCharField(
+        min_length=1, max_length=256, validators=[UniqueValidator(queryset=CameraGroup.objects.all())]
+    )
     comment = StrictCharField(allow_blank=True, max_length=2048, required=False, default="")
 
     class Meta:

@@ -37,7 +37,11 @@ class StrictNumberField(serializers.FloatField):
     default_error_messages = {"invalid": _("Must be a number.")}
 
     def to_internal_value(self, data: Any) -> int | float:
-        if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data):
+        # An integer is always finite (and math.isfinite cannot take one beyond float range); the range
+        # validators then refuse one that is too large.
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        if isinstance(data, float) and not math.isfinite(data):
             self.fail("invalid")
         self.run_validators(data)
         return data

@@ -158,6 +158,9 @@ class DetectorSettingsSerializer(ExcessFieldsRejectMixin, serializers.Serializer
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.root.partial and not {"filter_min_size", "filter_max_size"} <= attrs.keys():
+            # A PATCH that sends one of the two is checked against the stored other after the merge.
+            return attrs
         if attrs.get("filter_min_size", 0) > attrs.get("filter_max_size", 8192):
             raise serializers.ValidationError({"filter_min_size": [_("Must not exceed filter_max_size.")]})
         return attrs
@@ -293,4 +296,26 @@ class StreamSettingsField(serializers.Field):
         return dict(serializer.validated_data)
 
     def to_representation(self, value: dict[str, Any]) -> dict[str, Any]:
+        return ordered_stream_settings(value)
+
+
+def _ordered(value: dict[str, Any], order: Any) -> dict[str, Any]:
+    """`value` with the keys of `order` first, in that order; any other (stored) key after them."""
+    ordered = {key: value[key] for key in order if key in value}
+    ordered.update((key, item) for key, item in value.items() if key not in ordered)
+    return ordered
+
+
+def ordered_stream_settings(value: Any) -> Any:
+    """Stored settings in the page's key order: PostgreSQL's jsonb keeps no key order of its own."""
+    if not isinstance(value, dict):
         return value
+    result = _ordered(value, StreamSettingsSerializer._declared_fields)
+    detectors = result.get("detectors")
+    if isinstance(detectors, dict):
+        detectors = _ordered(detectors, DETECTOR_SERIALIZERS)
+        for kind, settings in detectors.items():
+            if isinstance(settings, dict):
+                detectors[kind] = _ordered(settings, DetectorSettingsSerializer._declared_fields)
+        result["detectors"] = detectors
+    return result

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from videos import views
@@ -16,8 +17,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("auth/login/", LoginView.as_view(), name="auth-login"),
     path("auth/logout/", LogoutView.as_view(), name="auth-logout"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Public, like the page it documents; no authentication so a stale token cannot turn it into a 401.
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+         name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[],
+                                                     permission_classes=[AllowAny]), name="swagger-ui"),
     path("", include(router.urls)),
 ]
 

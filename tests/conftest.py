@@ -121,6 +121,12 @@ def default_group(db) -> CameraGroup:
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Test users' passwords need no slow hash (about a second per user otherwise)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path) -> Path:
     """Every test writes uploads and cache into its own folder."""
     settings.MEDIA_ROOT = tmp_path / "media"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions
 
 from videos.models import AuthToken
@@ -34,3 +36,13 @@ class ExpiringTokenAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request) -> str:
         # Makes DRF answer 401 (not 403) to a request without credentials.
         return self.keyword
+
+
+class ExpiringTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the `Authorization: Token <key>` header in the OpenAPI schema."""
+
+    target_class = "videos.auth.ExpiringTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix=self.target.keyword)

@@ -7,6 +7,7 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, serializers, status
 from rest_framework.permissions import IsAuthenticated
@@ -37,6 +38,16 @@ class LoginResponseSerializer(serializers.Serializer):
 
 class BasicAuthentication(authentication.BasicAuthentication):
     www_authenticate_realm = "findface-videos"
+
+
+class BasicScheme(OpenApiAuthenticationExtension):
+    """Documents the HTTP Basic credentials of `POST /auth/login/` in the OpenAPI schema."""
+
+    target_class = "videos.auth_views.BasicAuthentication"
+    name = "basicAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "basic"}
 
 
 def token_create(*, user, device_uuid: str) -> AuthToken:

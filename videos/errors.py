@@ -12,7 +12,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import DatabaseError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext as _
@@ -102,12 +103,28 @@ def first_validation_error(detail: Any, path: tuple[str, ...] = ()) -> tuple[str
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(
+            _("The request body is larger than the limit of %(limit)d bytes.")
+            % {"limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE}
+        )
+    elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        exc = BadParam(str(exc))
+    elif isinstance(exc, RecursionError):
+        # json.loads of a deeply nested body (or anything that walks it) runs out of stack: the client's fault.
+        logger.warning("recursion limit hit in %s", context.get("view").__class__.__name__)
+        exc = BadParam(_("The request is nested too deeply."))
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, ProtectedError):
         exc = Conflict(_("The object is still in use by other objects and cannot be deleted."))
-    elif isinstance(exc, DatabaseError):
-        logger.exception("database error in %s", context.get("view").__class__.__name__)
+    elif isinstance(exc, IntegrityError):
+        # A uniqueness race the serializer's check could not see (two creates at once): the client's conflict.
+        exc = Conflict(_("The object conflicts with another one; reload and try again."))
+    elif isinstance(exc, DataError):
+        exc = BadParam(_("A value is out of range or malformed."))
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        logger.exception("database unavailable in %s", context.get("view").__class__.__name__)
         exc = ServiceUnavailable(_("The database is unavailable, try again later."))
 
     if not isinstance(exc, exceptions.APIException):

@@ -24,6 +24,7 @@ from processing.posting import PostedObject
 from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
 from videos.models import RUNNING_STATES, JobState, VideoArchive
+from videos.serializers.stream_settings import complete_stream_settings
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
     # A resumed job replays the video from its start: tracking is deterministic, so the replay posts the
     # same events again and the uniqueness rule drops them (see videos.events.event_store).
     return PipelineSettings.from_stream_settings(
-        job.stream_settings,
+        complete_stream_settings(job.stream_settings),
         source=path,
         models=ModelPaths(face=Path(settings.FFV_FACE_MODEL), objects=Path(settings.FFV_OBJECT_MODEL)),
         max_pixels=settings.FFV_MAX_FRAME_PIXELS,

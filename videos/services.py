@@ -20,6 +20,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
 from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from videos.events import events_purge
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
 from videos.serializers.stream_settings import default_stream_settings
 from videos.storage import local_path
@@ -67,6 +68,7 @@ def archive_delete(*, archive_id: int) -> None:
     with transaction.atomic():
         archive = _get_archive(archive_id, lock=True)
         name = archive.source_file.name
+        events_purge(archive_id=archive_id)
         archive.delete()
         # A running worker notices the row is gone at its next progress write and stops.
         transaction.on_commit(lambda: _forget_source(name, archive_id))
@@ -107,6 +109,13 @@ def check_upload_headers(*, content_type: str, content_length: int | None) -> No
         raise BadParam(_("The file is empty."), param="source_file")
 
 
+def check_upload_target(*, archive_id: int) -> None:
+    """Refuse an upload to an unknown archive (404) or one being processed (409) before its body is read."""
+    archive = _get_archive(archive_id)
+    if archive.job_state in BUSY_STATES:
+        raise Conflict(_("The video is being processed; stop it before uploading a new source."))
+
+
 def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> VideoArchive:
     """Stream `size` bytes from `reader` to a temporary file, check it is a video, then store it.
 
@@ -116,9 +125,7 @@ def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> Vi
     if size > settings.FFV_MAX_UPLOAD_SIZE:
         raise PayloadTooLarge(_("The file is larger than the limit of %(limit)d bytes.")
                               % {"limit": settings.FFV_MAX_UPLOAD_SIZE})
-    archive = _get_archive(archive_id)
-    if archive.job_state in BUSY_STATES:
-        raise Conflict(_("The video is being processed; stop it before uploading a new source."))
+    check_upload_target(archive_id=archive_id)
     with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-") as temp:
         received = _copy_stream(reader, temp, size)
         if received == 0:
@@ -184,21 +191,25 @@ def archive_process(*, archive_id: int, enqueue: Callable[[int, str], None] | No
             raise Conflict(_("The video archive has no source: upload a file or set its url first."))
         if archive.job_state in BUSY_STATES:
             raise Conflict(_("The video archive is already queued or being processed."))
-        previous_state = archive.job_state
+        previous = {"job_state": archive.job_state, "job_task_id": archive.job_task_id,
+                    "job_starts": archive.job_starts}
         task_id = uuid.uuid4().hex
         archive.job_state = JobState.QUEUED
         archive.job_task_id = task_id
+        archive.job_starts = 0  # a new job: the worker purges the previous results when it starts it
         archive.stop_requested = False
         archive.queued_date = timezone.now()
-        archive.save(update_fields=["job_state", "job_task_id", "stop_requested", "queued_date", "modified_date"])
+        archive.save(update_fields=["job_state", "job_task_id", "job_starts", "stop_requested", "queued_date",
+                                    "modified_date"])
 
         def send() -> None:
             try:
                 enqueue(archive_id, task_id)
             except (OperationalError, KombuError, OSError) as exc:
                 logger.error("video archive %s: cannot enqueue task %s: %s", archive_id, task_id, exc)
+                # Back to exactly what it was: the job never existed.
                 VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=JobState.QUEUED).update(
-                    job_state=previous_state, job_task_id=""
+                    **previous
                 )
                 raise ServiceUnavailable(_("The task queue is unavailable, try again later.")) from exc
 

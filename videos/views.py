@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.core.files.uploadedfile import UploadedFile
+from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -47,7 +49,7 @@ class RawUploadParser(BaseParser):
 class ListCountMixin:
     """`GET <list>/count/`: the number of rows the list's filters select."""
 
-    @extend_schema(responses={200: CountSerializer})
+    @extend_schema(responses={200: CountSerializer}, filters=True)
     @action(detail=False, methods=["get"], url_path="count")
     def count(self, request: Request) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
@@ -116,10 +118,13 @@ class VideoArchiveViewSet(ApiModelViewSet):
         content_length = _content_length(raw.META.get("CONTENT_LENGTH"))
         services.check_upload_headers(content_type=content_type, content_length=content_length)
         if content_type.lower().startswith("multipart/form-data"):
-            upload = raw.FILES.get("file")
-            if upload is None:
-                raise BadParam(_("The multipart form needs a 'file' field."), param="file")
-            services.archive_upload_source(archive_id=archive_id, reader=upload, size=upload.size)
+            # Refuse before reading the body: unknown archive (404) or one being processed (409).
+            services.check_upload_target(archive_id=archive_id)
+            upload = _multipart_file(raw, content_length or 0)
+            try:
+                services.archive_upload_source(archive_id=archive_id, reader=upload, size=upload.size)
+            finally:
+                upload.close()
         else:
             services.archive_upload_source(archive_id=archive_id, reader=raw, size=content_length or 0)
         return Response(status=status.HTTP_201_CREATED)
@@ -154,6 +159,50 @@ class VideoArchiveViewSet(ApiModelViewSet):
 
     def _archive_id(self) -> int:
         return int(self.kwargs["pk"])
+
+
+class _CountingReader:
+    """Counts the bytes read from the request body; a client that went away reads as the end of the body."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._stream.read(size)
+        except OSError:
+            return b""
+        self.count += len(data)
+        return data
+
+
+def _multipart_file(raw: HttpRequest, content_length: int) -> UploadedFile:
+    """The `file` field of a multipart body, streamed to a temporary file by Django's upload handlers.
+
+    Django parses multipart bodies only for POST, so a PUT is parsed here.
+    """
+    reader = _CountingReader(raw)
+    try:
+        _fields, files = MultiPartParser(raw.META, reader, raw.upload_handlers, raw.encoding).parse()
+    except MultiPartParserError as exc:
+        raise BadParam(_("The multipart body cannot be read: %(reason)s") % {"reason": exc}, param="file") from exc
+    upload = files.get("file")
+    error = None
+    if reader.count < content_length:
+        error = BadParam(
+            _("The upload was truncated: %(received)d of %(size)d bytes arrived.")
+            % {"received": reader.count, "size": content_length},
+            param="source_file",
+        )
+    elif upload is None:
+        error = BadParam(_("The multipart form needs a 'file' field."), param="file")
+    if error is not None:
+        for _name, uploads in files.lists():
+            for uploaded in uploads:
+                uploaded.close()
+        raise error
+    return upload
 
 
 def _content_length(raw: str | None) -> int | None:

@@ -17,7 +17,7 @@ from rest_framework.validators import UniqueValidator
 from videos.health import health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
-from videos.serializers.stream_settings import StreamSettingsField, StreamSettingsSerializer, default_stream_settings
+from videos.serializers.stream_settings import StreamSettingsField, default_stream_settings
 
 
 class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
@@ -73,9 +73,7 @@ class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerialize
     camera = StrictPrimaryKeyRelatedField(queryset=Camera.objects.all(), allow_null=True, required=False, default=None)
     case = StrictPrimaryKeyRelatedField(queryset=Case.objects.all(), allow_null=True, required=False, default=None)
     # A PUT that leaves stream_settings out replaces them with the defaults, as it does url, camera and case.
-    stream_settings = extend_schema_field(StreamSettingsSerializer)(
-        StreamSettingsField(required=False, default=default_stream_settings)
-    )
+    stream_settings = StreamSettingsField(required=False, default=default_stream_settings)
     screenshot = serializers.SerializerMethodField()
     health_status = serializers.SerializerMethodField()
     active = serializers.BooleanField(read_only=True)

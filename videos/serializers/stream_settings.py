@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from videos.serializers.fields import (
@@ -276,6 +277,7 @@ def merge_stream_settings(current: dict[str, Any], patch: dict[str, Any]) -> dic
     return merged
 
 
+@extend_schema_field(StreamSettingsSerializer)
 class StreamSettingsField(serializers.Field):
     """`stream_settings` on an archive: full validation always; on PATCH the sent keys merge into the stored ones.
 
@@ -296,7 +298,7 @@ class StreamSettingsField(serializers.Field):
         return dict(serializer.validated_data)
 
     def to_representation(self, value: dict[str, Any]) -> dict[str, Any]:
-        return ordered_stream_settings(value)
+        return ordered_stream_settings(complete_stream_settings(value))
 
 
 def _ordered(value: dict[str, Any], order: Any) -> dict[str, Any]:
@@ -319,3 +321,19 @@ def ordered_stream_settings(value: Any) -> Any:
                 detectors[kind] = _ordered(settings, DetectorSettingsSerializer._declared_fields)
         result["detectors"] = detectors
     return result
+
+
+def complete_stream_settings(stored: Any) -> dict[str, Any]:
+    """Stored settings with every omitted key at its default (rows written outside the API may lack keys).
+
+    A detector stored as null stays off; a missing one takes its defaults, as the API does on input.
+    """
+    stored = stored if isinstance(stored, dict) else {}
+    complete = {**default_stream_settings(), **{k: v for k, v in stored.items() if k != "detectors"}}
+    stored_detectors = stored.get("detectors") if isinstance(stored.get("detectors"), dict) else {}
+    detectors: dict[str, Any] = {}
+    for kind, serializer_cls in DETECTOR_SERIALIZERS.items():
+        value = stored_detectors.get(kind, {})
+        detectors[kind] = None if value is None else {**serializer_cls.defaults(), **value}
+    complete["detectors"] = detectors
+    return complete

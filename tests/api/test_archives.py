@@ -11,12 +11,6 @@ import pytest
 from tests.conftest import token_client, upload
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The users of the client fixtures get cheap password hashes (speed only; runs before those fixtures)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 # The page's "Add a new video archive" response example, copied verbatim.
 PAGE_CREATE_RESPONSE = json.loads(
     """

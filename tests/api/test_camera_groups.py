@@ -10,13 +10,6 @@ import pytest
 from tests.conftest import token_client
 from videos.models import Camera, CameraGroup, VideoArchive
 
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The users of the client fixtures get cheap password hashes (speed only; runs before those fixtures)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 GROUP_FIELDS = ["id", "name", "comment", "created_date", "modified_date"]
 CAMERA_FIELDS = ["id", "camera_group", "name", "comment", "created_date", "modified_date"]
 

@@ -22,12 +22,6 @@ COUNT = "/videos/count/"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The users of the client fixtures get cheap password hashes (speed only; runs before those fixtures)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 

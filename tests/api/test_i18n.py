@@ -16,12 +16,6 @@ DISABLED_EN = "Video processing is not started"
 CYRILLIC = re.compile("[а-яА-ЯёЁ]")
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The users of the client fixtures get cheap password hashes (speed only; runs before those fixtures)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def ru(operator):
     return token_client(operator, "ru")

@@ -19,12 +19,6 @@ BASE = "http://testserver/videos/?"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The users of the client fixtures get cheap password hashes (speed only; runs before those fixtures)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def get_page(client: APIClient, url: str) -> dict[str, Any]:
     response = client.get(url)
     assert response.status_code == 200, response.content

@@ -12,12 +12,6 @@ from tests.api.test_archives import DEFAULT_STREAM_SETTINGS, PAGE_CREATE_RESPONS
 DETECTOR_KINDS = ("face", "body", "car")
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The users of the client fixtures get cheap password hashes (speed only; runs before those fixtures)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # Every key of a detector's settings with its JSON kind and a valid value other than the default.
 DETECTOR_FIELDS: dict[str, tuple[str, Any]] = {
     "filter_max_size": ("int", 4000),

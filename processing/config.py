@@ -65,7 +65,7 @@ class PipelineSettings:
     video_transform: str = ""
     imotion_threshold: float = 0.0
     play_speed: float = -1
-    start_stream_timestamp: float = 0.0
+    start_stream_timestamp: float = 0.0  # seconds added to stream timestamps (statistic's last_stream_timestamp)
     use_stream_timestamp: bool = False
     ffmpeg_format: str = ""
     ffmpeg_options: dict[str, str] = field(default_factory=dict)

@@ -161,7 +161,6 @@ def run_pipeline(
         decode_frames(
             settings.source,
             stats,
-            start_at=settings.start_stream_timestamp,
             max_pixels=settings.max_pixels,
             options=settings.ffmpeg_options,
             format_name=settings.ffmpeg_format or None,
@@ -202,9 +201,10 @@ def run_pipeline(
                 fps = stats.fps or 25.0
                 runners = {kind: _KindRunner(config, fps, stride) for kind, config in settings.detectors.items()}
             if settings.play_speed > 0:
-                _pace(frame.timestamp - settings.start_stream_timestamp, settings.play_speed, started)
+                _pace(frame.timestamp, settings.play_speed, started)
             progress.frames_processed += 1
-            progress.last_stream_timestamp = frame.timestamp
+            # FindFace's start_stream_timestamp is an offset added to the stream's timestamps, not a seek.
+            progress.last_stream_timestamp = settings.start_stream_timestamp + frame.timestamp
             progress.processed_duration = frame.timestamp
             if runners and frame.index % stride == 0:
                 full = apply_transform(frame.image, settings.video_transform)

@@ -147,15 +147,14 @@ def test_schema_yaml_by_default(anon_api, db):
     assert document["openapi"].startswith("3.")
 
 
-def test_schema_with_a_bad_token_is_unauthorized(db):
-    """The schema view authenticates like the API: a token that is sent must be valid."""
+def test_schema_ignores_credentials_even_a_stale_token(db):
+    """The schema is public and reads no credentials, so a client's stale token cannot turn it into a 401."""
     from rest_framework.test import APIClient
 
     response = APIClient().get("/api/schema/", HTTP_AUTHORIZATION="Token garbage")
 
-    assert response.status_code == 401
-    # Rendered by the schema view's own renderer (YAML), in the error format.
-    assert yaml.safe_load(response.content)["code"] == "UNAUTHORIZED"
+    assert response.status_code == 200
+    assert yaml.safe_load(response.content)["openapi"].startswith("3.")
 
 
 def test_docs_page_is_html_pointing_at_the_schema(anon_api, db):

@@ -161,3 +161,58 @@ def test_a_text_file_named_mp4_is_not_a_video(tmp_path: Path, models: ModelPaths
     fake.write_text("just some text, not a video\n" * 50)
     with pytest.raises(MediaError):
         run(fake, models, FACES_ONLY)
+
+
+def test_posting_first_and_last_frames_adds_events_of_the_same_tracks(megamind_faces, megamind_clip, models):
+    _, baseline = megamind_faces
+    _, events = run(megamind_clip, models, {"face": {"post_first_track_frame": True, "post_last_track_frame": True},
+                                            "body": None, "car": None})
+    by_policy = {policy: [e for e in events if e.policy == policy] for policy in ("best", "first", "last")}
+    assert len(by_policy["best"]) == len(baseline)
+    assert len(by_policy["first"]) == len(by_policy["last"]) == len(baseline)
+    for first, last in zip(sorted(by_policy["first"], key=lambda e: e.track_id),
+                           sorted(by_policy["last"], key=lambda e: e.track_id), strict=True):
+        assert first.frame_index <= last.frame_index
+
+
+def test_realtime_posting_posts_during_tracks(megamind_faces, megamind_clip, models):
+    _, baseline = megamind_faces
+    _, events = run(megamind_clip, models, {"face": {"overall_only": False, "realtime_post_first_immediately": True,
+                                                     "realtime_post_interval": 0.5,
+                                                     "realtime_post_every_interval": True},
+                                            "body": None, "car": None})
+    realtime = [e for e in events if e.policy == "realtime"]
+    assert len(realtime) > len(baseline)
+    assert len([e for e in events if e.policy == "best"]) == len(baseline)
+
+
+def test_png_and_rot_cropped_full_frames(megamind_clip, models):
+    rot = "480x400+120+64"
+    _, events = run(megamind_clip, models, {"face": {"fullframe_use_png": True, "fullframe_crop_rot": True},
+                                            "body": None, "car": None}, rot=rot)
+    assert events
+    for event in events:
+        assert event.fullframe_format == "png" and event.fullframe.startswith(b"\x89PNG")
+        assert cv2.imdecode(np.frombuffer(event.fullframe, np.uint8), cv2.IMREAD_COLOR).shape == (400, 480, 3)
+        left, top, right, bottom = event.box  # full-frame coordinates: inside the rot region
+        assert 120 <= (left + right) / 2 <= 600 and 64 <= (top + bottom) / 2 <= 464
+
+
+def test_video_transform_rotates_what_the_detectors_see(megamind_clip, models):
+    _, events = run(megamind_clip, models, {"face": {"fullframe_use_png": True}, "body": None, "car": None},
+                    video_transform="Rotate90")
+    for event in events:
+        frame = cv2.imdecode(np.frombuffer(event.fullframe, np.uint8), cv2.IMREAD_COLOR)
+        assert frame.shape == (720, 528, 3)  # rotated: height and width swapped
+        assert 0 <= event.box[0] < event.box[2] <= 528 and 0 <= event.box[1] < event.box[3] <= 720
+
+
+def test_play_speed_paces_the_run(megamind_clip, models):
+    import time
+
+    started = time.monotonic()
+    result, _ = run(megamind_clip, models, {"face": None, "body": None, "car": None}, play_speed=2)
+    elapsed = time.monotonic() - started
+    duration = 120 / (2997 / 125)
+    assert result.progress.frames_processed == 120
+    assert elapsed >= duration / 2 - 0.3  # not faster than twice real time

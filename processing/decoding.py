@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from processing.media import MediaError
+from processing.media import MediaError, open_options
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class DecodeStats:
 def open_video(path: str | Path, *, options: dict[str, str] | None = None, format_name: str | None = None):
     """Open a container or raise MediaError with a message a user can act on."""
     try:
-        container = av.open(str(path), mode="r", format=format_name or None, options=options or {})
+        container = av.open(str(path), mode="r", format=format_name or None, options=open_options(path, options))
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(f"the video cannot be opened: {exc}") from exc
     if not container.streams.video:

@@ -13,6 +13,24 @@ import numpy as np
 GEOMETRY_RE = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
 
 
+# Demuxers of plain media files. Playlists and scripts (hls, concat, image2, lavfi, ...) open further files or
+# URLs named inside the file, which would let an uploaded file read the server's files, so they are not here.
+SAFE_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,avi,matroska,webm,flv,mpegts,mpeg,mpegvideo,h264,hevc,mjpeg,asf,ogg,rtsp"
+
+
+def open_options(source: str | Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """FFmpeg options that confine what opening `source` may touch: its own protocol and plain demuxers."""
+    remote = str(source).startswith(("http://", "https://"))
+    options = {
+        **(extra or {}),
+        "format_whitelist": SAFE_FORMATS,
+        "protocol_whitelist": "http,https,tcp,tls" if remote else "file",
+    }
+    if remote:
+        options.setdefault("rw_timeout", "15000000")  # microseconds: a stalled server ends the job, not hangs it
+    return options
+
+
 class MediaError(Exception):
     """The file is not a video we can read; the message says why, for the user."""
 
@@ -57,7 +75,7 @@ class Crop:
 def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
     """Open the file, find its first video stream and decode one frame to prove it is a readable video."""
     try:
-        with av.open(str(path), mode="r") as container:
+        with av.open(str(path), mode="r", options=open_options(path)) as container:
             if not container.streams.video:
                 raise MediaError("the file has no video stream")
             if _is_still_image(container.format.name):
@@ -94,7 +112,22 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
     except MediaError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise MediaError(f"not a readable video: {exc}") from exc
+        raise MediaError(_unreadable_reason(path)) from exc
+
+
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")
+
+
+def _unreadable_reason(path: str | Path) -> str:
+    """What to tell the user about a file FFmpeg would not open (never the server's temporary path)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError:
+        head = b""
+    if head.startswith(_IMAGE_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
+        return "the file is a still image, not a video"
+    return "not a readable video in a supported container (mp4, mov, avi, mkv, webm, flv, ts, mpg, wmv, ogv)"
 
 
 def _is_still_image(format_name: str) -> bool:
@@ -115,7 +148,7 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
 def grab_frame(path: str | Path, *, at_fraction: float = 0.1, max_seconds: float = 5.0) -> np.ndarray:
     """A BGR frame from about `at_fraction` of the video (at most `max_seconds` in): first frames are often black."""
     try:
-        with av.open(str(path), mode="r") as container:
+        with av.open(str(path), mode="r", options=open_options(path)) as container:
             if not container.streams.video:
                 raise MediaError("the file has no video stream")
             stream = container.streams.video[0]

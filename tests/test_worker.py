@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import upload, wait_for
+from tests.conftest import WorkerProcess, upload, wait_for
 from videos.models import JobState, VideoArchive
 
 pytestmark = pytest.mark.worker
@@ -103,3 +103,66 @@ def test_a_duplicate_delivery_of_the_task_does_not_run_the_job_twice(api, defaul
     archive.refresh_from_db()
     assert archive.job_state == JobState.COMPLETED
     assert archive.job_starts == 1
+
+
+@pytest.fixture
+def http_video(video_factory):
+    """A video served over HTTP on loopback by a server in this test process."""
+    import functools
+    import http.server
+    import threading
+
+    path = video_factory("served.mp4", frames=40)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+    server.shutdown()
+    server.server_close()
+
+
+def _create_with_url(api, default_group, url: str) -> int:
+    body = {"camera_group": default_group.pk, "name": "remote", "url": url, "stream_settings": NO_DETECTORS}
+    response = api.post("/videos/", body, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
+
+
+def test_a_url_source_is_processed_when_the_operator_allows_its_host(
+    api, default_group, http_video, processing_queue, media_root, tmp_path, settings, transactional_db
+):
+    settings.FFV_URL_ALLOW_PRIVATE = True
+    archive_id = _create_with_url(api, default_group, http_video)
+    worker = WorkerProcess(processing_queue, media_root, tmp_path / "worker.log",
+                           extra_env={"FFV_URL_ALLOW_PRIVATE": "true"}).start()
+    try:
+        assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+        assert wait_for(lambda: api.get(f"/videos/{archive_id}/").json()["finished"], timeout=60), worker.log()
+    finally:
+        worker.stop()
+    statistic = api.get(f"/videos/{archive_id}/").json()["health_status"]["statistic"]
+    assert statistic["frames_processed"] == 40
+
+
+def test_the_worker_refuses_a_url_whose_host_is_private(
+    api, default_group, http_video, processing_queue, media_root, tmp_path, settings, transactional_db
+):
+    # The API was told private hosts are fine, the worker was not: the worker's own check (on the resolved
+    # address) is what stops it.
+    settings.FFV_URL_ALLOW_PRIVATE = True
+    archive_id = _create_with_url(api, default_group, http_video)
+    worker = WorkerProcess(processing_queue, media_root, tmp_path / "worker.log",
+                           extra_env={"FFV_URL_ALLOW_PRIVATE": "false"}).start()
+    try:
+        assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+
+        def refused() -> bool:
+            return api.get(f"/videos/{archive_id}/").json()["health_status"]["status"] == "MISCONFIGURED"
+
+        assert wait_for(refused, timeout=60), worker.log()
+    finally:
+        worker.stop()
+    health = api.get(f"/videos/{archive_id}/").json()["health_status"]
+    assert health["code"] == "red"
+    assert "private" in health["msg"]

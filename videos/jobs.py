@@ -21,6 +21,7 @@ from processing.config import ModelPaths, PipelineSettings
 from processing.media import MediaError
 from processing.pipeline import PipelineError, Progress, run_pipeline
 from processing.posting import PostedObject
+from processing.sources import SourceNotAllowed, check_source_url
 from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
 from videos.models import RUNNING_STATES, JobState, VideoArchive
@@ -139,11 +140,22 @@ def run_job(
         return event_store(archive_id=archive_id, camera_group_id=job.camera_group_id, posted=posted)
 
     try:
-        if not job.source_name:
-            raise MediaError("the archive has no uploaded source file (url sources are not processed yet)")
-        with local_path(job.source_name) as path:
-            result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
+        if job.source_name:
+            with local_path(job.source_name) as path:
+                result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
+                                      should_stop=lambda: not state["go_on"], on_event=on_event)
+        elif job.url:
+            # Checked again here, with the host resolved: the API could only check the name as written.
+            check_source_url(job.url, allowed_hosts=settings.FFV_URL_ALLOWED_HOSTS,
+                             allow_private=settings.FFV_URL_ALLOW_PRIVATE, resolve=True)
+            result = run_pipeline(_pipeline_settings(job, job.url), on_progress=on_progress,
                                   should_stop=lambda: not state["go_on"], on_event=on_event)
+        else:
+            raise MediaError("the archive has no source")
+    except SourceNotAllowed as exc:
+        logger.warning("video archive %s task %s: source refused: %s", archive_id, task_id, exc)
+        job_finish(job, JobState.FAILED, f"the url cannot be opened: {exc}")
+        return JobState.FAILED
     except (MediaError, PipelineError) as exc:
         logger.warning("video archive %s task %s: failed: %s", archive_id, task_id, exc)
         job_finish(job, JobState.FAILED, str(exc))

@@ -279,6 +279,23 @@ def test_text_sent_as_video_is_unsupported_and_changes_nothing(
     assert stored_files(upload_temp_dir) == []
 
 
+def test_a_playlist_naming_a_server_file_is_refused(
+    api, archive_with_video, tmp_path, media_root, upload_temp_dir, video_factory
+):
+    """An HLS playlist is a text file FFmpeg would follow to other files: only plain media containers open."""
+    archive_id, before, files_before = archive_with_video
+    secret = video_factory("secret.mp4")  # a real video on the server's disk, outside the upload
+    playlist = tmp_path / "clip.mp4"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{secret}\n#EXT-X-ENDLIST\n")
+
+    body = assert_error(upload(api, archive_id, playlist), 415, "UNSUPPORTED_MEDIA_TYPE")
+
+    assert str(secret) not in body["desc"] and str(tmp_path) not in body["desc"]
+    assert archive_row(archive_id) == before
+    assert stored_files(media_root) == files_before
+    assert stored_files(upload_temp_dir) == []
+
+
 def test_text_in_a_multipart_form_is_unsupported(api, archive_with_video, media_root, upload_temp_dir):
     archive_id, before, files_before = archive_with_video
     fake = io.BytesIO(b"plain text " * 500)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.urls import reverse
@@ -14,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
+from processing.sources import SourceNotAllowed, check_source_url
 from videos.health import health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
@@ -30,39 +28,26 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
 
 
 def validate_source_url(value: str | None) -> str | None:
-    """http/https only; literal private, loopback or link-local hosts only when the operator allows them."""
+    """http/https only; allowed hosts; literal private, loopback or link-local hosts only when allowed.
+
+    The worker checks the resolved host again before opening it (processing.sources).
+    """
     if value is None:
         return value
     try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a port out of range
-    except ValueError as exc:
-        raise serializers.ValidationError(_("Enter a valid URL.")) from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise serializers.ValidationError(_("Only http and https URLs with a host are allowed."))
-    # "localhost." is "localhost" to a resolver.
-    host = parts.hostname.rstrip(".")
-    allowed_hosts = settings.FFV_URL_ALLOWED_HOSTS
-    if allowed_hosts and host not in allowed_hosts:
-        raise serializers.ValidationError(_("Host %(host)s is not in the allowed list.") % {"host": host})
-    if not settings.FFV_URL_ALLOW_PRIVATE:
-        address = _literal_address(host)
-        if host == "localhost" or host.endswith(".localhost") or (address is not None and not address.is_global):
-            raise serializers.ValidationError(_("Private, loopback and link-local hosts are not allowed."))
+        check_source_url(value, allowed_hosts=settings.FFV_URL_ALLOWED_HOSTS,
+                         allow_private=settings.FFV_URL_ALLOW_PRIVATE, resolve=False)
+    except SourceNotAllowed as exc:
+        if exc.reason == "scheme":
+            message = _("Only http and https URLs with a host are allowed.")
+        elif exc.reason == "host":
+            message = _("Host %(host)s is not in the allowed list.") % {"host": exc.host}
+        elif exc.reason == "private":
+            message = _("Private, loopback and link-local hosts are not allowed.")
+        else:
+            message = _("Enter a valid URL.")
+        raise serializers.ValidationError(message) from exc
     return value
-
-
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host names literally, including the legacy IPv4 forms resolvers accept
-    ("127.1", "2130706433", "0x7f000001", "0177.0.0.1"); None for a DNS name."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except (OSError, ValueError):
-        return None
 
 
 class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):

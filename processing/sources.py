@@ -1,0 +1,68 @@
+"""Which network sources a job may open: http/https only, allowed hosts, no private ranges. No Django here.
+
+The API checks the URL as written (`check_source_url(..., resolve=False)`); the worker checks it again with
+the host resolved (`resolve=True`) right before opening it, so a DNS name that points into a private range
+is refused too. FFmpeg resolves the name once more when it connects: a DNS answer that changes between the
+two lookups (rebinding) is not covered; operators who need that put workers behind an egress proxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class SourceNotAllowed(ValueError):
+    """The URL may not be opened; `reason` is one of "invalid", "scheme", "host", "private", "unresolvable"."""
+
+    def __init__(self, reason: str, message: str, host: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.host = host
+
+
+def literal_address(host: str) -> Address | None:
+    """The address a host names literally, including the legacy IPv4 forms resolvers accept
+    ("127.1", "2130706433", "0x7f000001", "0177.0.0.1"); None for a DNS name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
+
+
+def check_source_url(url: str, *, allowed_hosts: list[str], allow_private: bool, resolve: bool) -> str:
+    """The URL's host, if the URL may be opened; raises SourceNotAllowed otherwise."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError as exc:
+        raise SourceNotAllowed("invalid", "not a valid URL") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SourceNotAllowed("scheme", "only http and https URLs with a host are allowed")
+    host = parts.hostname.rstrip(".")  # "localhost." is "localhost" to a resolver
+    if allowed_hosts and host not in allowed_hosts:
+        raise SourceNotAllowed("host", f"host {host} is not in the allowed list", host)
+    if allow_private:
+        return host
+    if host == "localhost" or host.endswith(".localhost"):
+        raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)
+    addresses: list[Address] = []
+    literal = literal_address(host)
+    if literal is not None:
+        addresses.append(literal)
+    elif resolve:
+        try:
+            infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except OSError as exc:
+            raise SourceNotAllowed("unresolvable", f"host {host} cannot be resolved: {exc}", host) from exc
+        addresses.extend(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos)
+    if any(not address.is_global for address in addresses):
+        raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)
+    return host

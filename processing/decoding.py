@@ -49,13 +49,12 @@ def decode_frames(
     path: str | Path,
     stats: DecodeStats,
     *,
-    start_at: float = 0.0,
     max_pixels: int,
     options: dict[str, str] | None = None,
     format_name: str | None = None,
     max_soft_errors: int = 1000,
 ) -> Iterator[DecodedFrame]:
-    """Frames from `start_at` seconds on; `stats` fills in as it goes (soft errors, size, duration)."""
+    """Every frame of the video; `stats` fills in as it goes (soft errors, size, duration)."""
     container = open_video(path, options=options, format_name=format_name)
     try:
         stream = container.streams.video[0]
@@ -71,11 +70,6 @@ def decode_frames(
         elif container.duration:
             stats.duration = container.duration / av.time_base
         stats.fps = float(stream.average_rate) if stream.average_rate else None
-        if start_at > 0 and time_base:
-            try:
-                container.seek(int(start_at / time_base) + start_pts, stream=stream, backward=True)
-            except av.FFmpegError as exc:
-                stats.errors.append(f"seek failed: {exc}")
         index = 0
         for packet in container.demux(stream):
             try:
@@ -93,8 +87,6 @@ def decode_frames(
                     timestamp = index / stats.fps
                 else:
                     timestamp = 0.0
-                if timestamp + 1e-6 < start_at:
-                    continue
                 if frame.width * frame.height > max_pixels:
                     raise MediaError(f"a frame of {frame.width}x{frame.height} exceeds the pixel limit")
                 yield DecodedFrame(index=index, timestamp=float(timestamp), image=frame.to_ndarray(format="bgr24"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ class ClaimedJob:
     source_name: str
     url: str | None
     stream_settings: dict[str, Any]
-    checkpoint: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
 
 
@@ -71,7 +70,6 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
         VideoArchive.objects.filter(pk=archive_id).update(
             statistic=empty_statistic(), face_count=0, body_count=0, car_count=0, job_checkpoint={}
         )
-        archive.job_checkpoint = {}
     return ClaimedJob(
         archive_id=archive_id,
         task_id=task_id,
@@ -79,7 +77,6 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
         source_name=archive.source_file.name,
         url=archive.url,
         stream_settings=archive.stream_settings,
-        checkpoint=archive.job_checkpoint or {},
         resumed=resumed,
     )
 
@@ -96,6 +93,7 @@ def job_report(job: ClaimedJob, progress: Progress) -> bool:
         job_heartbeat=timezone.now(),
         statistic=statistic,
         source_len=F("source_len") if progress.source_len is None else round(progress.source_len, 3),
+        # Where the run is, for operators (admin); a resumed run replays from the start (see _pipeline_settings).
         job_checkpoint={"last_stream_timestamp": progress.last_stream_timestamp,
                         "frames_processed": progress.frames_processed},
     )

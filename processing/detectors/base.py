@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections
+from processing.registry import Registry
 
 
 @runtime_checkable
@@ -33,34 +34,11 @@ class Detector(Protocol):
         ...
 
 
-DetectorFactory = Callable[..., Detector]
-F = TypeVar("F", bound=DetectorFactory)
+_detectors: Registry[Detector] = Registry("detector")
 
-_registry: dict[str, DetectorFactory] = {}
-
-
-def register_detector(name: str) -> Callable[[F], F]:
-    """Class decorator: make ``create_detector(name, ...)`` build this detector."""
-
-    def decorator(factory: F) -> F:
-        existing = _registry.get(name)
-        if existing is not None and existing is not factory:
-            raise ValueError(f"detector {name!r} is already registered to {existing!r}")
-        _registry[name] = factory
-        return factory
-
-    return decorator
-
-
-def create_detector(name: str, **settings: Any) -> Detector:
-    """Build the detector registered as ``name``; ``settings`` go to its constructor."""
-    try:
-        factory = _registry[name]
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; known: {sorted(_registry)}") from None
-    return factory(**settings)
-
-
-def available_detectors() -> list[str]:
-    """Registered detector names, sorted."""
-    return sorted(_registry)
+#: Class decorator: make ``create_detector(name, ...)`` build this detector.
+register_detector = _detectors.register
+#: Build the detector registered as ``name``; settings go to its constructor.
+create_detector = _detectors.create
+#: Registered detector names, sorted.
+available_detectors = _detectors.names

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections
+from processing.registry import Registry
 
 EndReason = Literal["missed", "max_duration", "finished"]
 
@@ -80,34 +80,11 @@ class Tracker(Protocol):
         ...
 
 
-TrackerFactory = Callable[..., Tracker]
-F = TypeVar("F", bound=TrackerFactory)
+_trackers: Registry[Tracker] = Registry("tracker")
 
-_registry: dict[str, TrackerFactory] = {}
-
-
-def register_tracker(name: str) -> Callable[[F], F]:
-    """Class decorator: make ``create_tracker(name, ...)`` build this tracker."""
-
-    def decorator(factory: F) -> F:
-        existing = _registry.get(name)
-        if existing is not None and existing is not factory:
-            raise ValueError(f"tracker {name!r} is already registered to {existing!r}")
-        _registry[name] = factory
-        return factory
-
-    return decorator
-
-
-def create_tracker(name: str, **settings: Any) -> Tracker:
-    """Build the tracker registered as ``name`` (e.g. FindFace's ``tracker_type``)."""
-    try:
-        factory = _registry[name]
-    except KeyError:
-        raise ValueError(f"unknown tracker {name!r}; known: {sorted(_registry)}") from None
-    return factory(**settings)
-
-
-def available_trackers() -> list[str]:
-    """Registered tracker names, sorted."""
-    return sorted(_registry)
+#: Class decorator: make ``create_tracker(name, ...)`` build this tracker (e.g. FindFace's ``tracker_type``).
+register_tracker = _trackers.register
+#: Build the tracker registered as ``name``; settings go to its constructor.
+create_tracker = _trackers.create
+#: Registered tracker names, sorted.
+available_trackers = _trackers.names

@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import token_client, upload
+from tests.errors import assert_bad_param, assert_error
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 
 # The page's "Add a new video archive" response example, copied verbatim.
@@ -270,19 +271,6 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def assert_error(response, status: int, code: str, param: str = "") -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert list(body) == ["code", "desc", "param", "traceback"], body
-    assert body["code"] == code, body
-    assert body["param"] == param, body
-    assert isinstance(body["desc"], str) and body["desc"], body
-    assert body["traceback"] == ""
-    return body
-
-
-def assert_bad_param(response, param: str) -> dict:
-    return assert_error(response, 400, "BAD_PARAM", param)
 
 
 def assert_types(body: dict) -> None:
@@ -565,18 +553,18 @@ def test_create_rejects_a_body_that_is_not_an_object(api, default_group, payload
 
 
 def test_get_unknown_archive_is_not_found(api, default_group):
-    assert_error(api.get("/videos/999999/"), 404, "NOT_FOUND")
+    assert_error(api.get("/videos/999999/"), 404, "NOT_FOUND", "")
 
 
 @pytest.mark.parametrize("path", ["/videos/abc/", "/videos/1.5/", "/videos/-1/", "/videos/99999999999999999999999/"])
 def test_get_malformed_id_is_not_found(api, default_group, path):
-    assert_error(api.get(path), 404, "NOT_FOUND")
+    assert_error(api.get(path), 404, "NOT_FOUND", "")
 
 
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])
 def test_writes_to_unknown_archive_are_not_found(api, default_group, method):
     response = getattr(api, method)("/videos/999999/", {"camera_group": 1, "name": "x"}, format="json")
-    assert_error(response, 404, "NOT_FOUND")
+    assert_error(response, 404, "NOT_FOUND", "")
 
 
 # --- PUT
@@ -803,8 +791,8 @@ def test_delete_removes_the_archive(api, archive):
     assert response.status_code == 204
     assert response.content == b""
     assert not VideoArchive.objects.filter(pk=archive["id"]).exists()
-    assert_error(api.get(url), 404, "NOT_FOUND")
-    assert_error(api.delete(url), 404, "NOT_FOUND")
+    assert_error(api.get(url), 404, "NOT_FOUND", "")
+    assert_error(api.delete(url), 404, "NOT_FOUND", "")
 
 
 def test_delete_removes_the_source_file(

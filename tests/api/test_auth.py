@@ -12,21 +12,8 @@ from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
 
 from tests.conftest import token_client, upload
+from tests.errors import assert_error
 from videos.models import AuthToken
-
-ERROR_KEYS = {"code", "desc", "param", "traceback"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["code"] == code
-    assert isinstance(body["desc"], str) and body["desc"]
-    assert isinstance(body["param"], str)
-    assert body["traceback"] == ""
-    return body
 
 
 def basic(username: str, password: str) -> str:

@@ -8,19 +8,12 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import token_client
+from tests.errors import assert_error
 from videos.models import Camera, CameraGroup, VideoArchive
 
 GROUP_FIELDS = ["id", "name", "comment", "created_date", "modified_date"]
 CAMERA_FIELDS = ["id", "camera_group", "name", "comment", "created_date", "modified_date"]
 
-
-def assert_error(response, status: int, code: str, param: str = "") -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert list(body) == ["code", "desc", "param", "traceback"], body
-    assert (body["code"], body["param"], body["traceback"]) == (code, param, ""), body
-    assert isinstance(body["desc"], str) and body["desc"]
-    return body
 
 
 def new_group(api, name: str = "Group", **extra) -> dict:
@@ -114,8 +107,8 @@ def test_get_update_and_delete_camera_group(api, db):
     response = api.delete(url)
     assert response.status_code == 204
     assert not CameraGroup.objects.filter(pk=group["id"]).exists()
-    assert_error(api.get(url), 404, "NOT_FOUND")
-    assert_error(api.delete(url), 404, "NOT_FOUND")
+    assert_error(api.get(url), 404, "NOT_FOUND", "")
+    assert_error(api.delete(url), 404, "NOT_FOUND", "")
 
 
 def test_camera_group_read_only_fields_are_ignored(api, db):
@@ -130,8 +123,8 @@ def test_camera_group_read_only_fields_are_ignored(api, db):
 
 
 def test_unknown_camera_group_is_not_found(api, db):
-    assert_error(api.get("/camera-groups/999999/"), 404, "NOT_FOUND")
-    assert_error(api.patch("/camera-groups/999999/", {"name": "x"}, format="json"), 404, "NOT_FOUND")
+    assert_error(api.get("/camera-groups/999999/"), 404, "NOT_FOUND", "")
+    assert_error(api.patch("/camera-groups/999999/", {"name": "x"}, format="json"), 404, "NOT_FOUND", "")
 
 
 def test_list_camera_groups_with_pagination(api, db):
@@ -195,7 +188,7 @@ def test_deleting_a_group_with_archives_is_a_conflict(api, db):
     group = new_group(api)
     archive = api.post("/videos/", {"camera_group": group["id"], "name": "a"}, format="json").json()
 
-    body = assert_error(api.delete(f"/camera-groups/{group['id']}/"), 409, "CONFLICT")
+    body = assert_error(api.delete(f"/camera-groups/{group['id']}/"), 409, "CONFLICT", "")
 
     assert body["desc"]
     assert CameraGroup.objects.filter(pk=group["id"]).exists()
@@ -209,7 +202,7 @@ def test_deleting_a_group_with_cameras_is_a_conflict(api, db):
     group = new_group(api)
     camera = new_camera(api, group["id"])
 
-    assert_error(api.delete(f"/camera-groups/{group['id']}/"), 409, "CONFLICT")
+    assert_error(api.delete(f"/camera-groups/{group['id']}/"), 409, "CONFLICT", "")
 
     assert Camera.objects.filter(pk=camera["id"]).exists()
     assert api.delete(f"/cameras/{camera['id']}/").status_code == 204
@@ -221,7 +214,7 @@ def test_conflict_in_russian(operator, db):
     group = new_group(api)
     api.post("/videos/", {"camera_group": group["id"], "name": "a"}, format="json")
 
-    body = assert_error(api.delete(f"/camera-groups/{group['id']}/"), 409, "CONFLICT")
+    body = assert_error(api.delete(f"/camera-groups/{group['id']}/"), 409, "CONFLICT", "")
 
     assert body["desc"] == "Объект используется другими объектами и не может быть удалён."
 
@@ -277,8 +270,8 @@ def test_get_update_and_delete_camera(api, default_group):
     assert_error(api.put(url, {"name": "x"}, format="json"), 400, "BAD_PARAM", "camera_group")
 
     assert api.delete(url).status_code == 204
-    assert_error(api.get(url), 404, "NOT_FOUND")
-    assert_error(api.delete(url), 404, "NOT_FOUND")
+    assert_error(api.get(url), 404, "NOT_FOUND", "")
+    assert_error(api.delete(url), 404, "NOT_FOUND", "")
 
 
 def test_deleting_a_camera_keeps_its_archives(api, default_group):
@@ -330,12 +323,12 @@ def test_viewer_reads_but_does_not_write(viewer_api, api, default_group):
 
     assert viewer_api.get("/camera-groups/").status_code == 200
     assert viewer_api.get(f"/cameras/{camera['id']}/").status_code == 200
-    assert_error(viewer_api.post("/camera-groups/", {"name": "x"}, format="json"), 403, "PERMISSION_DENIED")
-    assert_error(viewer_api.delete(f"/cameras/{camera['id']}/"), 403, "PERMISSION_DENIED")
+    assert_error(viewer_api.post("/camera-groups/", {"name": "x"}, format="json"), 403, "PERMISSION_DENIED", "")
+    assert_error(viewer_api.delete(f"/cameras/{camera['id']}/"), 403, "PERMISSION_DENIED", "")
 
 
 def test_outsider_and_anonymous(outsider_api, anon_api, default_group):
-    assert_error(outsider_api.get("/camera-groups/"), 403, "PERMISSION_DENIED")
-    assert_error(outsider_api.get("/cameras/count/"), 403, "PERMISSION_DENIED")
+    assert_error(outsider_api.get("/camera-groups/"), 403, "PERMISSION_DENIED", "")
+    assert_error(outsider_api.get("/cameras/count/"), 403, "PERMISSION_DENIED", "")
     assert_error(anon_api.get("/camera-groups/"), 401, "UNAUTHORIZED")
     assert_error(anon_api.post("/cameras/", {"camera_group": 1, "name": "x"}, format="json"), 401, "UNAUTHORIZED")

@@ -14,6 +14,7 @@ import pytest
 import time_machine
 from rest_framework.test import APIClient
 
+from tests.errors import assert_bad_param
 from videos.models import CameraGroup, Case, VideoArchive
 
 LIST = "/videos/"
@@ -49,15 +50,6 @@ def selected(client: APIClient, params: dict[str, Any] | str) -> set[int]:
     assert count.json() == {"count": len(ids)}
     return set(ids)
 
-
-def assert_bad_param(response, param: str) -> None:
-    assert response.status_code == 400, response.content
-    body = response.json()
-    assert set(body) == {"code", "param", "desc", "traceback"}
-    assert body["code"] == "BAD_PARAM"
-    assert body["param"] == param
-    assert isinstance(body["desc"], str) and body["desc"].strip()
-    assert body["traceback"] == ""
 
 
 @pytest.fixture

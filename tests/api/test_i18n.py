@@ -8,12 +8,18 @@ import pytest
 from django.utils import translation
 
 from tests.conftest import token_client, upload
+from tests.errors import assert_error
 
 WAITING_RU = "Отсутствует задача в видео менеджере. Дождитесь синхронизации."
 WAITING_EN = "No job in the video manager. Wait for synchronization."
 DISABLED_RU = "Обработка видео не запущена"
 DISABLED_EN = "Video processing is not started"
 CYRILLIC = re.compile("[а-яА-ЯёЁ]")
+
+
+def error(response, status: int, code: str, param: str) -> str:
+    """The desc of an error response (the envelope checked on the way)."""
+    return assert_error(response, status, code, param)["desc"]
 
 
 @pytest.fixture
@@ -31,12 +37,6 @@ def create(client, group, **extra):
     assert response.status_code == 201, response.content
     return response.json()
 
-
-def error(response, status: int, code: str, param: str) -> str:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert (body["code"], body["param"]) == (code, param), body
-    return body["desc"]
 
 
 # --- code_desc

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from rest_framework.test import APIClient
 
+from tests.errors import assert_bad_param
 from videos.models import CameraGroup, VideoArchive
 
 LIST = "/videos/"
@@ -43,15 +44,6 @@ def walk(client: APIClient, first_url: str, link: str, max_pages: int = 500) -> 
         pages.append(get_page(client, pages[-1][link]))
     return pages
 
-
-def assert_bad_param(response, param: str) -> None:
-    assert response.status_code == 400, response.content
-    body = response.json()
-    assert set(body) == {"code", "param", "desc", "traceback"}
-    assert body["code"] == "BAD_PARAM"
-    assert body["param"] == param
-    assert isinstance(body["desc"], str) and body["desc"].strip()
-    assert body["traceback"] == ""
 
 
 def cursor(payload: Any) -> str:

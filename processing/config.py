@@ -51,6 +51,9 @@ class DetectorConfig:
 class ModelPaths:
     face: Path
     objects: Path
+    # Embedders of posted objects (and of every detection for `deep_sort`); None = events get no embedding.
+    face_embedder: Path | None = None
+    object_embedder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,13 @@ class PipelineSettings:
     video_transform: str = ""
     imotion_threshold: float = 0.0
     play_speed: float = -1
-    start_stream_timestamp: float = 0.0  # seconds added to stream timestamps (statistic's last_stream_timestamp)
+    # Events' and the statistic's stream timestamp = start_stream_timestamp + (the container's own pts clock when
+    # use_stream_timestamp, else seconds from the first frame).
+    start_stream_timestamp: float = 0.0
     use_stream_timestamp: bool = False
+    # With play_speed > 0, frames the pipeline is too late for are dropped (counted in frames_dropped) unless
+    # disable_drops; as fast as possible (play_speed -1) never drops.
+    disable_drops: bool = True
     ffmpeg_format: str = ""
     ffmpeg_options: dict[str, str] = field(default_factory=dict)
     progress_interval: float = 1.0
@@ -79,6 +87,8 @@ class PipelineSettings:
     # onnxruntime threads per inference; 0 = all cores. Several workers on one host want cores // workers
     # (bench/RESULTS.md: all cores under contention ran 2.5x slower than one thread).
     ort_threads: int = 0
+    # The checkpoint a resumed run starts from (Progress.checkpoint of the interrupted run), or None.
+    resume_from: dict[str, Any] | None = None
 
     @classmethod
     def from_stream_settings(cls, stream_settings: dict[str, Any], **kwargs: Any) -> PipelineSettings:
@@ -99,6 +109,7 @@ class PipelineSettings:
             play_speed=float(stream_settings.get("play_speed", -1)),
             start_stream_timestamp=float(stream_settings.get("start_stream_timestamp", 0) or 0),
             use_stream_timestamp=bool(stream_settings.get("use_stream_timestamp", False)),
+            disable_drops=bool(stream_settings.get("disable_drops", True)),
             ffmpeg_format=stream_settings.get("ffmpeg_format", ""),
             ffmpeg_options=options,
             **kwargs,

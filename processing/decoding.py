@@ -20,7 +20,8 @@ from processing.media import MediaError, open_options
 class DecodedFrame:
     index: int
     timestamp: float  # seconds from the start of the stream
-    image: np.ndarray  # H x W x 3, uint8, BGR
+    image: np.ndarray | None  # H x W x 3, uint8, BGR; None for frames before `first_index`
+    stream_time: float = 0.0  # the container's own clock (pts without subtracting the stream's start)
 
 
 @dataclass
@@ -53,8 +54,13 @@ def decode_frames(
     options: dict[str, str] | None = None,
     format_name: str | None = None,
     max_soft_errors: int = 1000,
+    first_index: int = 0,
 ) -> Iterator[DecodedFrame]:
-    """Every frame of the video; `stats` fills in as it goes (soft errors, size, duration)."""
+    """Every frame of the video; `stats` fills in as it goes (soft errors, size, duration).
+
+    Frames before `first_index` (a resumed run's checkpoint) are decoded, so that indices and timestamps stay
+    exact, but come without an image: the conversion to BGR is most of the cost of a decoded frame.
+    """
     container = open_video(path, options=options, format_name=format_name)
     try:
         stream = container.streams.video[0]
@@ -83,13 +89,15 @@ def decode_frames(
             for frame in frames:
                 if frame.pts is not None and time_base:
                     timestamp = (frame.pts - start_pts) * time_base
+                    stream_time = frame.pts * time_base
                 elif stats.fps:
-                    timestamp = index / stats.fps
+                    timestamp = stream_time = index / stats.fps
                 else:
-                    timestamp = 0.0
+                    timestamp = stream_time = 0.0
                 if frame.width * frame.height > max_pixels:
                     raise MediaError(f"a frame of {frame.width}x{frame.height} exceeds the pixel limit")
-                yield DecodedFrame(index=index, timestamp=float(timestamp), image=frame.to_ndarray(format="bgr24"))
+                image = frame.to_ndarray(format="bgr24") if index >= first_index else None
+                yield DecodedFrame(index=index, timestamp=float(timestamp), image=image, stream_time=float(stream_time))
                 index += 1
     finally:
         container.close()

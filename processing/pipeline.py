@@ -6,11 +6,13 @@ database. Decoding runs in its own thread feeding a bounded queue, so decoding o
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from processing.config import OBJECT_KINDS, DetectorConfig, PipelineSettings
 from processing.decoding import DecodedFrame, DecodeStats, decode_frames
 from processing.detections import Detections
 from processing.detectors import create_detector
+from processing.embedders import Embedder, create_embedder
 from processing.frames import MotionMeter, apply_transform, geometry_mask, object_quality
 from processing.posting import PostedObject, TrackPoster
 from processing.trackers import available_trackers, create_tracker
@@ -50,6 +53,26 @@ class Progress:
     frame_height: int = 0
     source_len: float | None = None
     objects: dict[str, KindCounters] = field(default_factory=lambda: {k: KindCounters() for k in OBJECT_KINDS})
+    # The last quiet point (an analysed frame after which no track was open): where a resumed run starts.
+    checkpoint: dict[str, Any] | None = None
+    resumed_from_frame: int | None = None
+
+    def counters(self) -> dict[str, Any]:
+        """What a resumed run restores (see `checkpoint`)."""
+        return {
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "frames_imotion_skipped": self.frames_imotion_skipped,
+            "objects": {kind: dataclasses.asdict(c) for kind, c in self.objects.items()},
+        }
+
+    def restore(self, counters: dict[str, Any]) -> None:
+        self.frames_processed = int(counters.get("frames_processed", 0))
+        self.frames_dropped = int(counters.get("frames_dropped", 0))
+        self.frames_imotion_skipped = int(counters.get("frames_imotion_skipped", 0))
+        for kind, values in (counters.get("objects") or {}).items():
+            if kind in self.objects:
+                self.objects[kind] = KindCounters(**{k: int(v) for k, v in values.items()})
 
     def as_statistic(self) -> dict[str, Any]:
         statistic: dict[str, Any] = {"processed_duration": round(self.processed_duration, 3)}
@@ -121,24 +144,59 @@ def _prefetch(frames: Iterator[DecodedFrame], size: int, stop: threading.Event) 
 
 
 class _KindRunner:
-    """Tracker and poster of one object kind."""
+    """Tracker, embedder and poster of one object kind."""
 
-    def __init__(self, config: DetectorConfig, fps: float, stride: int) -> None:
+    def __init__(self, config: DetectorConfig, fps: float, stride: int, embedder: Embedder | None) -> None:
         if config.tracker_type not in available_trackers():
             raise PipelineError(
                 f"tracker {config.tracker_type!r} of the {config.kind} detector is not available on this worker "
                 f"(available: {', '.join(available_trackers())})"
             )
-        miss_frames = max(stride, round(config.track_miss_interval * fps))
-        self.tracker = create_tracker(
-            config.tracker_type,
-            track_overlap_threshold=config.track_overlap_threshold,
-            track_miss_interval=miss_frames,
-            track_max_duration_frames=config.track_max_duration_frames,
-            track_interpolate_bboxes=config.track_interpolate_bboxes,
-        )
-        self.poster = TrackPoster(config)
+        options: dict[str, Any] = {
+            "track_overlap_threshold": config.track_overlap_threshold,
+            "track_miss_interval": max(stride, round(config.track_miss_interval * fps)),
+            "track_max_duration_frames": config.track_max_duration_frames,
+            "track_interpolate_bboxes": config.track_interpolate_bboxes,
+            # Objects move between detections on a stride; matching where they should be keeps their tracks.
+            "motion_prediction": True,
+        }
+        self.embed_detections = config.tracker_type == "deep_sort"
+        if self.embed_detections:
+            if embedder is None:
+                raise PipelineError(f"the deep_sort tracker of the {config.kind} detector needs an embedder model")
+            options["track_deep_sort_matching_threshold"] = config.track_deep_sort_matching_threshold
+            options["track_deep_sort_filter_unconfirmed_tracks"] = config.track_deep_sort_filter_unconfirmed_tracks
+        self.tracker = create_tracker(config.tracker_type, **options)
+        self.embedder = embedder
+        self.poster = TrackPoster(config, embed=None if embedder is None else self._embed_one)
         self.config = config
+
+    def _embed_one(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        assert self.embedder is not None
+        return self.embedder.embed(image, np.asarray([box], np.float32))[0]
+
+    @property
+    def quiet(self) -> bool:
+        return not self.tracker.open_track_ids and self.poster.open_tracks == 0
+
+
+def _embedders(settings: PipelineSettings) -> dict[str, Embedder]:
+    """The embedder of each enabled kind whose model is configured (FaceNet for faces, MobileNetV2 else)."""
+    paths = {"face": settings.models.face_embedder, "body": settings.models.object_embedder,
+             "car": settings.models.object_embedder}
+    names = {"face": "facenet", "body": "mobilenetv2", "car": "mobilenetv2"}
+    embedders: dict[str, Embedder] = {}
+    for kind in settings.detectors:
+        path = paths[kind]
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"embedder model not found: {path}")
+        options: dict[str, Any] = {"model_path": path}
+        if names[kind] == "mobilenetv2":
+            options["intra_op_num_threads"] = settings.ort_threads
+        embedders[kind] = create_embedder(names[kind], **options)
+    return embedders
 
 
 def run_pipeline(
@@ -156,6 +214,12 @@ def run_pipeline(
     """
     stats = DecodeStats()
     progress = Progress()
+    resume = settings.resume_from or {}
+    resume_frame = int(resume.get("frame_index", -1))
+    if resume_frame >= 0:
+        progress.restore(resume.get("progress") or {})
+        progress.resumed_from_frame = resume_frame
+        progress.checkpoint = dict(resume)
     stop_decoding = threading.Event()
     frames = _prefetch(
         decode_frames(
@@ -164,6 +228,7 @@ def run_pipeline(
             max_pixels=settings.max_pixels,
             options=settings.ffmpeg_options,
             format_name=settings.ffmpeg_format or None,
+            first_index=max(0, resume_frame),
         ),
         size=8,
         stop=stop_decoding,
@@ -180,17 +245,21 @@ def run_pipeline(
             "yolov8", model_path=settings.models.objects, input_size=settings.object_input_size,
             confidence_threshold=settings.object_confidence, intra_op_num_threads=settings.ort_threads,
         )
+    embedders = _embedders(settings)
     runners: dict[str, _KindRunner] = {}
     motion = MotionMeter()
     started = time.monotonic()
     last_report = started
+    pace_origin: float | None = None  # stream position of the first frame this run analyses
     stride = max(1, settings.detect_stride)
     stopped = False
 
-    def post(posts: list[PostedObject]) -> None:
+    def post(posts: list[PostedObject], stream_offset: float) -> None:
         for item in posts:
             counters = progress.objects[item.kind]
-            if on_event(item):
+            params = {**item.detector_params,
+                      "stream_timestamp": round(settings.start_stream_timestamp + item.timestamp + stream_offset, 3)}
+            if on_event(dataclasses.replace(item, detector_params=params)):
                 counters.posted += 1
             else:
                 counters.failed += 1
@@ -199,18 +268,32 @@ def run_pipeline(
         for frame in frames:
             if not runners:
                 fps = stats.fps or 25.0
-                runners = {kind: _KindRunner(config, fps, stride) for kind, config in settings.detectors.items()}
-            if settings.play_speed > 0:
-                _pace(frame.timestamp, settings.play_speed, started)
-            progress.frames_processed += 1
-            # FindFace's start_stream_timestamp is an offset added to the stream's timestamps, not a seek.
-            progress.last_stream_timestamp = settings.start_stream_timestamp + frame.timestamp
+                runners = {kind: _KindRunner(config, fps, stride, embedders.get(kind))
+                           for kind, config in settings.detectors.items()}
+                for kind, runner in runners.items():
+                    runner.tracker.next_id = int((resume.get("next_track_ids") or {}).get(kind, 1))
+                    runner.poster.not_posted = progress.objects[kind].not_posted
+            # With use_stream_timestamp, times follow the container's clock (its pts), else the file's position.
+            stream_offset = frame.stream_time - frame.timestamp if settings.use_stream_timestamp else 0.0
+            progress.last_stream_timestamp = settings.start_stream_timestamp + frame.timestamp + stream_offset
             progress.processed_duration = frame.timestamp
+            if frame.index <= resume_frame:
+                if frame.index == resume_frame and settings.imotion_threshold > 0 and frame.image is not None:
+                    # The checkpoint's frame was analysed: it is what the motion of the next frames compares with.
+                    motion.measure(_analysed_image(frame.image, settings)[0])
+                    motion.accept()
+                continue
+            if pace_origin is None:
+                pace_origin = frame.timestamp
+            if settings.play_speed > 0:
+                late = _pace(frame.timestamp - pace_origin, settings.play_speed, started)
+                if late > 1.0 / ((stats.fps or 25.0) * settings.play_speed) and not settings.disable_drops:
+                    progress.frames_dropped += 1
+                    continue
+            progress.frames_processed += 1
             if runners and frame.index % stride == 0:
-                full = apply_transform(frame.image, settings.video_transform)
-                image, offset = full, (0, 0)
-                if settings.rot is not None:
-                    image, offset = settings.rot.apply(full), (settings.rot.x, settings.rot.y)
+                assert frame.image is not None
+                image, full, offset = _analysed_image(frame.image, settings)
                 if settings.imotion_threshold > 0 and motion.measure(image) < settings.imotion_threshold:
                     progress.frames_imotion_skipped += 1
                 else:
@@ -220,12 +303,21 @@ def run_pipeline(
                     for kind, runner in runners.items():
                         detections = found.get(kind, Detections.empty())
                         detections = detections[geometry_mask(detections, runner.config)]
+                        if runner.embed_detections:
+                            assert runner.embedder is not None
+                            detections = detections.with_data(embedding=runner.embedder.embed(image, detections.xyxy))
                         tracked = runner.tracker.update(detections, frame.index)
                         quality = object_quality(tracked, image.shape)
                         post(runner.poster.observe(tracked, quality, frame_index=frame.index,
                                                    timestamp=frame.timestamp, image=image, full_image=full,
-                                                   offset=offset))
-                        post(runner.poster.finish(runner.tracker.pop_finished()))
+                                                   offset=offset), stream_offset)
+                        post(runner.poster.finish(runner.tracker.pop_finished()), stream_offset)
+                    if all(runner.quiet for runner in runners.values()):
+                        progress.checkpoint = {
+                            "frame_index": frame.index,
+                            "next_track_ids": {kind: runner.tracker.next_id for kind, runner in runners.items()},
+                            "progress": progress.counters(),
+                        }
             now = time.monotonic()
             if now - last_report >= settings.progress_interval:
                 _fill(progress, stats, runners, now - started)
@@ -240,13 +332,24 @@ def run_pipeline(
         stop_decoding.set()
         frames.close()
     if not stopped:
+        offset = 0.0
+        if settings.use_stream_timestamp:
+            offset = progress.last_stream_timestamp - settings.start_stream_timestamp - progress.processed_duration
         for runner in runners.values():
-            post(runner.poster.finish(runner.tracker.finish()))
+            post(runner.poster.finish(runner.tracker.finish()), offset)
         if stats.duration:
             progress.processed_duration = max(progress.processed_duration, stats.duration)
     _fill(progress, stats, runners, time.monotonic() - started)
     on_progress(progress)
     return PipelineResult(progress=progress, stopped=stopped)
+
+
+def _analysed_image(image: np.ndarray, settings: PipelineSettings) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(what the detectors see, the full transformed frame, where the first lies in the second)."""
+    full = apply_transform(image, settings.video_transform)
+    if settings.rot is None:
+        return full, full, (0, 0)
+    return settings.rot.apply(full), full, (settings.rot.x, settings.rot.y)
 
 
 def _detect(image: np.ndarray, face_detector: Any, object_detector: Any) -> dict[str, Detections]:
@@ -260,11 +363,13 @@ def _detect(image: np.ndarray, face_detector: Any, object_detector: Any) -> dict
     return found
 
 
-def _pace(stream_seconds: float, play_speed: float, started: float) -> None:
-    """Hold the loop back to `play_speed` times real time."""
+def _pace(stream_seconds: float, play_speed: float, started: float) -> float:
+    """Hold the loop back to `play_speed` times real time; returns how many seconds late the frame is (>= 0)."""
     delay = stream_seconds / play_speed - (time.monotonic() - started)
     if delay > 0:
         time.sleep(delay)
+        return 0.0
+    return -delay
 
 
 def _fill(progress: Progress, stats: DecodeStats, runners: dict[str, _KindRunner], elapsed: float) -> None:

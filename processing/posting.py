@@ -12,6 +12,7 @@ frames are never copied or mutated, so this costs a few references per open trac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,11 @@ class Snapshot:
     full_image: npt.NDArray[np.uint8]  # the frame before the `rot` crop
     offset: tuple[int, int]  # where the analysed frame lies in full_image
     landmarks: npt.NDArray[np.float32] | None = None
+    embedding: npt.NDArray[np.float32] | None = None  # when the tracker had one for this detection
+
+
+# (analysed image, box in it) -> unit embedding vector of the object.
+EmbedFunction = Callable[[npt.NDArray[np.uint8], tuple[float, float, float, float]], npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class PostedObject:
     fullframe_format: str  # "jpg" or "png"
     normalized: bytes | None
     detector_params: dict[str, Any]
+    embedding: npt.NDArray[np.float32] | None = None  # unit float32 vector, None without an embedder
 
 
 @dataclass
@@ -78,8 +85,9 @@ class _TrackState:
 class TrackPoster:
     """Applies one object kind's posting policy to the tracked detections of each analysed frame."""
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: DetectorConfig, embed: EmbedFunction | None = None) -> None:
         self.config = config
+        self.embed = embed
         self._tracks: dict[int, _TrackState] = {}
         self.not_posted = 0
 
@@ -101,6 +109,7 @@ class TrackPoster:
         """Update the snapshots of the tracks seen on this frame; returns realtime posts, if any."""
         posts: list[PostedObject] = []
         landmarks = tracked.data.get("landmarks")
+        embeddings = tracked.data.get("embedding")
         assert tracked.tracker_id is not None
         for row, track_id in enumerate(tracked.tracker_id.tolist()):
             snapshot = Snapshot(
@@ -113,6 +122,7 @@ class TrackPoster:
                 full_image=full_image,
                 offset=offset,
                 landmarks=None if landmarks is None else landmarks[row],
+                embedding=None if embeddings is None else embeddings[row],
             )
             state = self._tracks.get(track_id)
             if state is None:
@@ -151,8 +161,8 @@ class TrackPoster:
         posts: list[PostedObject] = []
         for track in tracks:
             state = self._tracks.pop(track.track_id, None)
-            if state is None:
-                continue
+            if state is None or track.end_reason == "unconfirmed":
+                continue  # (a tracker's filtered false detection: neither posted nor counted)
             if state.best.quality < self.config.filter_min_quality:
                 self.not_posted += 1
                 continue
@@ -193,6 +203,9 @@ class TrackPoster:
         }
         if config.track_send_history:
             params["history"] = list(state.history)
+        embedding = snapshot.embedding
+        if embedding is None and self.embed is not None:
+            embedding = self.embed(snapshot.image, snapshot.box)
         return PostedObject(
             kind=config.kind,
             track_id=track_id,
@@ -207,6 +220,7 @@ class TrackPoster:
             fullframe_format=fullframe_format,
             normalized=normalized,
             detector_params=params,
+            embedding=embedding,
         )
 
 

@@ -48,6 +48,7 @@ def event_store(*, archive_id: int, camera_group_id: int, posted: PostedObject) 
                     fullframe=fullframe,
                     normalized=normalized,
                     detector_params=posted.detector_params,
+                    embedding=None if posted.embedding is None else posted.embedding.astype("<f4").tobytes(),
                 )
             ],
             ignore_conflicts=True,

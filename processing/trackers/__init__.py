@@ -8,9 +8,11 @@ from processing.trackers.base import (
     create_tracker,
     register_tracker,
 )
+from processing.trackers.deep_sort import DeepSortTracker
 from processing.trackers.simple_iou import SimpleIouTracker
 
 __all__ = [
+    "DeepSortTracker",
     "EndReason",
     "SimpleIouTracker",
     "Track",

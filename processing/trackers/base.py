@@ -11,7 +11,7 @@ import numpy.typing as npt
 from processing.detections import Detections
 from processing.registry import Registry
 
-EndReason = Literal["missed", "max_duration", "finished"]
+EndReason = Literal["missed", "max_duration", "finished", "unconfirmed"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,8 +28,9 @@ class Track:
             with ``tracker_id`` and ``data`` (landmarks, embeddings) as the detector gave them;
             pick the best face of the track from here.
         end_reason: ``"missed"`` (not seen for longer than the miss interval),
-            ``"max_duration"`` (cut; the object continues under a new id) or ``"finished"``
-            (the stream ended or :meth:`Tracker.finish` was called).
+            ``"max_duration"`` (cut; the object continues under a new id), ``"finished"``
+            (the stream ended or :meth:`Tracker.finish` was called) or ``"unconfirmed"`` (a
+            tentative track a tracker filters out as a likely false detection: not to be posted).
     """
 
     track_id: int

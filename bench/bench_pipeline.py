@@ -4,8 +4,8 @@ For each video, in one run:
 
 1. naive loop: PyAV decode (``processing.decoding.decode_frames``, no prefetch thread), then YOLOv8n at 640
    and RetinaFace at 640 on every frame, ONNX Runtime with ``intra_op_num_threads=1``, one
-   ``SimpleIouTracker`` per kind (face, body, car) with the pipeline's default tracker settings; its tracks
-   are the reference;
+   ``SimpleIouTracker`` per kind (face, body, car) configured as the pipeline configures its trackers (default
+   settings, motion prediction on); its tracks are the reference;
 2. ``run_pipeline`` with face, body and car detectors on, once per configuration (``--stride``,
    ``--object-size``, ``--face-size``; lists are zipped, a single value is repeated), tracks collected
    from the posted events' ``detector_params["history"]`` (``track_send_history``, ``overall_only``,
@@ -46,7 +46,6 @@ if str(REPO) not in sys.path:
 
 import av  # noqa: E402
 
-import processing.pipeline as pipeline_module  # noqa: E402
 from processing.config import ModelPaths, PipelineSettings  # noqa: E402
 from processing.decoding import DecodeStats, decode_frames  # noqa: E402
 from processing.detections import Detections  # noqa: E402
@@ -165,6 +164,7 @@ def naive_loop(path: Path, models: ModelPaths, fps: float) -> dict[str, Any]:
             track_miss_interval=miss,
             track_max_duration_frames=0,
             track_interpolate_bboxes=True,
+            motion_prediction=True,  # as the pipeline's trackers: the runs differ only in what is detected when
         )
         for kind in KINDS
     }
@@ -213,7 +213,7 @@ def pipeline_run(
     threads: int | None,
 ) -> dict[str, Any]:
     """One `run_pipeline` call; `threads` None = as configured (ORT default), else the detectors'
-    intra_op_num_threads, set by wrapping the `create_detector` the pipeline module calls."""
+    intra_op_num_threads (PipelineSettings.ort_threads)."""
     detector_settings = {
         "track_send_history": True,
         "overall_only": True,
@@ -230,6 +230,7 @@ def pipeline_run(
         detect_stride=stride,
         face_input_size=face_size,
         object_input_size=object_size,
+        ort_threads=0 if threads is None else threads,
     )
     # Warm the sessions the pipeline will use (same cache key: default threads and providers).
     extra = {} if threads is None else {"intra_op_num_threads": threads}
@@ -249,15 +250,9 @@ def pipeline_run(
     def on_progress(progress: Any) -> None:
         ticks.append((progress.frames_processed, time.perf_counter()))
 
-    original = pipeline_module.create_detector
-    if threads is not None:
-        pipeline_module.create_detector = lambda name, **kw: original(name, **kw, **extra)
-    try:
-        started = time.perf_counter()
-        result = run_pipeline(settings, on_progress=on_progress, should_stop=lambda: False, on_event=on_event)
-        wall = time.perf_counter() - started
-    finally:
-        pipeline_module.create_detector = original
+    started = time.perf_counter()
+    result = run_pipeline(settings, on_progress=on_progress, should_stop=lambda: False, on_event=on_event)
+    wall = time.perf_counter() - started
     # Per-frame times: difference between consecutive progress ticks (the first from the start).
     per_frame: list[float] = []
     detect_frames: list[float] = []
@@ -484,11 +479,21 @@ def main() -> int:
         default=5,
         help="second recall figure counts only naive tracks of at least this many frames",
     )
+    parser.add_argument("--no-embeddings", action="store_true", help="run the pipeline without its embedders")
     parser.add_argument("--json-out", default="", help="write all numbers here")
     args = parser.parse_args()
 
     models_dir = Path(args.models_dir)
-    models = ModelPaths(face=models_dir / "retinaface_mnet025.onnx", objects=models_dir / "yolov8n.onnx")
+    # The embedders too, when prepared: the pipeline embeds every posted object, as in production.
+    embedders = {
+        "face_embedder": models_dir / "facenet.pb",
+        "object_embedder": models_dir / "mobilenetv2_reid.onnx",
+    }
+    models = ModelPaths(
+        face=models_dir / "retinaface_mnet025.onnx",
+        objects=models_dir / "yolov8n.onnx",
+        **{key: path for key, path in embedders.items() if path.is_file() and not args.no_embeddings},
+    )
     for model in (models.face, models.objects):
         if not model.is_file():
             raise SystemExit(f"model missing: {model} (run python -m processing.models_prep.prepare DIR)")

@@ -11,7 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from findface_videos.env import env_bool, env_float, env_int, env_list, env_str
+from findface_videos.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FFV_VAR_DIR", str(BASE_DIR / "var")))
@@ -154,6 +154,10 @@ FFV_TOKEN_TTL = timedelta(seconds=env_int("FFV_TOKEN_TTL_SECONDS", 7 * 24 * 3600
 FFV_MAX_UPLOAD_SIZE = env_int("FFV_MAX_UPLOAD_SIZE", 8 * 1024**3, minimum=1)
 FFV_UPLOAD_CHUNK_SIZE = env_int("FFV_UPLOAD_CHUNK_SIZE", 1024 * 1024, minimum=4096)
 FFV_MAX_FRAME_PIXELS = env_int("FFV_MAX_FRAME_PIXELS", 8192 * 8192, minimum=1)
+# Decoded frames buffered ahead of inference, in MB (at most 8 frames), and the data memory one worker process
+# may allocate (0 = no limit): a video whose frames need more fails with a message instead of an OOM kill.
+FFV_DECODE_BUFFER_MB = env_int("FFV_DECODE_BUFFER_MB", 256, minimum=1)
+FFV_WORKER_MEMORY_LIMIT_MB = env_int("FFV_WORKER_MEMORY_LIMIT_MB", 0, minimum=0)
 FFV_PAGE_SIZE_DEFAULT = env_int("FFV_PAGE_SIZE_DEFAULT", 20, minimum=1)
 FFV_PAGE_SIZE_MAX = env_int("FFV_PAGE_SIZE_MAX", 1000, minimum=1)
 # Hosts an archive `url` may name; empty means any public host. Private ranges need FFV_URL_ALLOW_PRIVATE.
@@ -169,6 +173,10 @@ FFV_SWEEP_INTERVAL = env_float("FFV_SWEEP_INTERVAL", 30.0, minimum=0.5)
 FFV_LONGEST_JOB_SECONDS = env_int("FFV_LONGEST_JOB_SECONDS", 6 * 3600, minimum=60)
 # Detectors run on every n-th frame; trackers bridge the frames between (see bench/ for the trade-off).
 FFV_DETECT_STRIDE = env_int("FFV_DETECT_STRIDE", 1, minimum=1)
+# With the body detector on, faces are searched in the upper part of each person box ("bodies", a fraction of a
+# whole-frame pass) or in the whole frame ("frame": also faces whose body the person detector misses).
+FFV_FACE_SEARCH = env_choice("FFV_FACE_SEARCH", "bodies", {"bodies", "frame"})
+FFV_FACE_CROP_SIZE = env_int("FFV_FACE_CROP_SIZE", 160, minimum=32)
 FFV_FACE_INPUT_SIZE = (
     env_int("FFV_FACE_INPUT_WIDTH", 640, minimum=32),
     env_int("FFV_FACE_INPUT_HEIGHT", 640, minimum=32),
@@ -250,16 +258,18 @@ LOGGING = {
 
 # --- Clusters and face search (videos.clusters, videos.search, POST /detect/).
 # A new event joins the nearest cluster of its kind when the cosine between its embedding and the cluster's mean
-# direction is at least the threshold (0 < t <= 1), else it opens a cluster. Face: FaceNet (512-d); body and car:
-# the MobileNetV2 appearance embedder, whose non-negative features put unrelated objects at cosine 0.5 and more.
+# direction is at least the threshold (0 < t <= 1), else it opens a cluster. Face (FaceNet, 512-d): on Megamind.avi
+# 0.55-0.70 gives one pure cluster per person, 0.5 merges the two leads, 0.75 splits them. Body and car (MobileNetV2,
+# 1280-d, non-negative features): on vtest.avi different people in one frame reach cosine 0.73 (median) to 0.86.
 FFV_CLUSTER_THRESHOLD_FACE = env_float("FFV_CLUSTER_THRESHOLD_FACE", 0.6, minimum=0.0)
 FFV_CLUSTER_THRESHOLD_BODY = env_float("FFV_CLUSTER_THRESHOLD_BODY", 0.85, minimum=0.0)
 FFV_CLUSTER_THRESHOLD_CAR = env_float("FFV_CLUSTER_THRESHOLD_CAR", 0.85, minimum=0.0)
 for _name in ("FFV_CLUSTER_THRESHOLD_FACE", "FFV_CLUSTER_THRESHOLD_BODY", "FFV_CLUSTER_THRESHOLD_CAR"):
     if not 0.0 < globals()[_name] <= 1.0:
         raise ImproperlyConfigured(f"{_name}={globals()[_name]} must be in (0, 1]")
-# The face search index: a file per web process to start from, caught up with the event table before each query
-# (new rows by id) and reconciled with it (deleted rows) at least this often.
+# The face search index: each process starts from the file in this folder, catches up with the event table before
+# each query (new rows by id) and checks it for deleted rows at least every FFV_SEARCH_RECONCILE_SECONDS; exact
+# (brute force) up to FFV_SEARCH_EXACT_LIMIT faces, HNSW above.
 FFV_SEARCH_INDEX_DIR = Path(env_str("FFV_SEARCH_INDEX_DIR", "") or VAR_DIR / "index")
 FFV_SEARCH_EXACT_LIMIT = env_int("FFV_SEARCH_EXACT_LIMIT", 20_000, minimum=0)
 FFV_SEARCH_RECONCILE_SECONDS = env_float("FFV_SEARCH_RECONCILE_SECONDS", 60.0, minimum=0.0)

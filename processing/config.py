@@ -84,9 +84,17 @@ class PipelineSettings:
     object_input_size: tuple[int, int] = (640, 640)
     object_confidence: float = 0.25
     face_confidence: float = 0.9
+    # Where faces are searched when persons are detected too: "bodies" = only in the upper part of each person
+    # box (RetinaFace on small crops at `face_crop_size`; a fraction of a whole-frame pass), "frame" = everywhere.
+    face_search: str = "bodies"
+    face_crop_size: int = 160
     # onnxruntime threads per inference; 0 = all cores. Several workers on one host want cores // workers
     # (bench/RESULTS.md: all cores under contention ran 2.5x slower than one thread).
     ort_threads: int = 0
+    # Bytes of decoded frames the decode thread may buffer ahead (up to 8 frames): bounds memory for huge frames.
+    decode_buffer_bytes: int = 256 * 1024 * 1024
+    # The worker process's memory limit in bytes (0 = none): a video whose frames cannot fit it fails at once.
+    memory_limit_bytes: int = 0
     # The checkpoint a resumed run starts from (Progress.checkpoint of the interrupted run), or None.
     resume_from: dict[str, Any] | None = None
 

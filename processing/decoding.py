@@ -81,6 +81,8 @@ def decode_frames(
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:
+                if isinstance(exc, MemoryError):
+                    raise  # not a damaged packet: the decoder could not allocate (see the pipeline)
                 stats.soft_errors += 1
                 stats.errors.append(str(exc))
                 if stats.soft_errors > max_soft_errors:

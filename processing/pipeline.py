@@ -19,7 +19,7 @@ import numpy as np
 
 from processing.config import OBJECT_KINDS, DetectorConfig, PipelineSettings
 from processing.decoding import DecodedFrame, DecodeStats, decode_frames
-from processing.detections import Detections
+from processing.detections import Detections, non_max_suppression
 from processing.detectors import create_detector
 from processing.embedders import Embedder, create_embedder
 from processing.frames import MotionMeter, apply_transform, geometry_mask, object_quality
@@ -27,6 +27,11 @@ from processing.posting import PostedObject, TrackPoster
 from processing.trackers import available_trackers, create_tracker
 
 KIND_PLURALS = {"face": "faces", "body": "bodies", "car": "cars"}
+# Copies of a frame a run holds at once (decoder's picture, BGR frame, transformed frame, the detector's input):
+# frames that cannot fit the worker's memory limit this many times over are refused before decoding goes on.
+FRAME_COPIES = 4
+# Posted objects smaller than this (larger box side, pixels) get no embedding.
+MIN_EMBEDDED_SIDE = 24
 
 
 class PipelineError(Exception):
@@ -171,8 +176,10 @@ class _KindRunner:
         self.poster = TrackPoster(config, embed=None if embedder is None else self._embed_one)
         self.config = config
 
-    def _embed_one(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    def _embed_one(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
         assert self.embedder is not None
+        if max(box[2] - box[0], box[3] - box[1]) < MIN_EMBEDDED_SIDE:
+            return None  # a face a dozen pixels wide has no identity to compare; and it costs as much as any
         return self.embedder.embed(image, np.asarray([box], np.float32))[0]
 
     @property
@@ -221,23 +228,33 @@ def run_pipeline(
         progress.resumed_from_frame = resume_frame
         progress.checkpoint = dict(resume)
     stop_decoding = threading.Event()
-    frames = _prefetch(
-        decode_frames(
-            settings.source,
-            stats,
-            max_pixels=settings.max_pixels,
-            options=settings.ffmpeg_options,
-            format_name=settings.ffmpeg_format or None,
-            first_index=max(0, resume_frame),
-        ),
-        size=8,
-        stop=stop_decoding,
+    decoded = decode_frames(
+        settings.source,
+        stats,
+        max_pixels=settings.max_pixels,
+        options=settings.ffmpeg_options,
+        format_name=settings.ffmpeg_format or None,
+        first_index=max(0, resume_frame),
     )
+    first = _first_frame(decoded, stats)
+    frame_bytes = stats.width * stats.height * 3
+    if settings.memory_limit_bytes and frame_bytes * FRAME_COPIES > settings.memory_limit_bytes:
+        raise PipelineError(_out_of_memory(stats))
+    # As many frames ahead as fit the buffer budget: 8 small ones, a single one of 8192x8192 (200 MB).
+    depth = max(1, min(8, settings.decode_buffer_bytes // max(1, frame_bytes)))
+    frames = _prefetch(_chain(first, decoded), size=depth, stop=stop_decoding)
     face_detector = None
     object_detector = None
     if "face" in settings.detectors:
         face_detector = create_detector(
             "retinaface", model_path=settings.models.face, input_size=settings.face_input_size,
+            confidence_threshold=settings.face_confidence, intra_op_num_threads=settings.ort_threads,
+        )
+    crop_face_detector = None
+    if face_detector is not None and "body" in settings.detectors and settings.face_search == "bodies":
+        side = settings.face_crop_size
+        crop_face_detector = create_detector(
+            "retinaface", model_path=settings.models.face, input_size=(side, side),
             confidence_threshold=settings.face_confidence, intra_op_num_threads=settings.ort_threads,
         )
     if "body" in settings.detectors or "car" in settings.detectors:
@@ -299,7 +316,7 @@ def run_pipeline(
                 else:
                     if settings.imotion_threshold > 0:
                         motion.accept()
-                    found = _detect(image, face_detector, object_detector)
+                    found = _detect(image, face_detector, object_detector, crop_face_detector)
                     for kind, runner in runners.items():
                         detections = found.get(kind, Detections.empty())
                         detections = detections[geometry_mask(detections, runner.config)]
@@ -328,6 +345,8 @@ def run_pipeline(
                     break
     except ValueError as exc:  # a crop outside the frame, and the like
         raise PipelineError(str(exc)) from exc
+    except MemoryError as exc:
+        raise PipelineError(_out_of_memory(stats)) from exc
     finally:
         stop_decoding.set()
         frames.close()
@@ -344,6 +363,26 @@ def run_pipeline(
     return PipelineResult(progress=progress, stopped=stopped)
 
 
+def _first_frame(decoded: Iterator[DecodedFrame], stats: DecodeStats) -> DecodedFrame | None:
+    """Open the stream and decode its first frame here, so that its size is known before buffering starts."""
+    try:
+        return next(decoded, None)
+    except MemoryError as exc:
+        raise PipelineError(_out_of_memory(stats)) from exc
+
+
+def _chain(first: DecodedFrame | None, rest: Iterator[DecodedFrame]) -> Iterator[DecodedFrame]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _out_of_memory(stats: DecodeStats) -> str:
+    size = f" of {stats.width}x{stats.height}" if stats.width else ""
+    return (f"the video's frames{size} need more memory than this worker may use; lower FFV_MAX_FRAME_PIXELS to "
+            f"refuse such videos at upload, or give workers more memory")
+
+
 def _analysed_image(image: np.ndarray, settings: PipelineSettings) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """(what the detectors see, the full transformed frame, where the first lies in the second)."""
     full = apply_transform(image, settings.video_transform)
@@ -352,15 +391,50 @@ def _analysed_image(image: np.ndarray, settings: PipelineSettings) -> tuple[np.n
     return settings.rot.apply(full), full, (settings.rot.x, settings.rot.y)
 
 
-def _detect(image: np.ndarray, face_detector: Any, object_detector: Any) -> dict[str, Detections]:
+def _detect(image: np.ndarray, face_detector: Any, object_detector: Any, crop_face_detector: Any = None
+            ) -> dict[str, Detections]:
     found: dict[str, Detections] = {}
-    if face_detector is not None:
-        found["face"] = face_detector.detect(image)
     if object_detector is not None:
         objects = object_detector.detect(image)
         for class_index, name in enumerate(object_detector.class_names):
             found[name] = objects[objects.class_id == class_index]
+    if crop_face_detector is not None:
+        found["face"] = faces_in_upper_bodies(crop_face_detector, image, found.get("body", Detections.empty()))
+    elif face_detector is not None:
+        found["face"] = face_detector.detect(image)
     return found
+
+
+def faces_in_upper_bodies(detector: Any, image: np.ndarray, bodies: Detections) -> Detections:
+    """Faces found in the head-and-shoulders part of each person box, in frame coordinates.
+
+    Each crop is the upper 45% of the box (or a square of its width, for close-ups), widened by 10% on each side
+    (a bowed or turned head leaves the box a little); overlapping persons give overlapping crops, so a face found
+    twice is kept once (NMS).
+    """
+    height, width = image.shape[:2]
+    crops: list[np.ndarray] = []
+    offsets: list[tuple[int, int]] = []
+    for x1, y1, x2, y2 in bodies.xyxy.tolist():
+        box_w, box_h = x2 - x1, y2 - y1
+        left, right = int(max(0, x1 - 0.1 * box_w)), int(min(width, x2 + 0.1 * box_w))
+        # Standing people: the head is in the top 45%; a close-up box (wide for its height) is mostly head.
+        head = min(box_h, max(0.45 * box_h, box_w))
+        top, bottom = int(max(0, y1 - 0.05 * box_h)), int(min(height, y1 + head))
+        if right - left >= 8 and bottom - top >= 8:
+            crops.append(image[top:bottom, left:right])
+            offsets.append((left, top))
+    parts = []
+    for (dx, dy), faces in zip(offsets, detector.detect_batch(crops), strict=True):
+        if len(faces):
+            shift = np.array([dx, dy], np.float32)
+            parts.append(Detections(xyxy=faces.xyxy + np.tile(shift, 2), confidence=faces.confidence,
+                                    class_id=faces.class_id, data={"landmarks": faces.data["landmarks"] + shift}))
+    if not parts:
+        return Detections(xyxy=np.empty((0, 4), np.float32), confidence=np.empty(0, np.float32),
+                          class_id=np.empty(0, np.int64), data={"landmarks": np.empty((0, 5, 2), np.float32)})
+    merged = Detections.merge(parts)
+    return merged[non_max_suppression(merged.xyxy, merged.confidence, 0.4)]
 
 
 def _pace(stream_seconds: float, play_speed: float, started: float) -> float:

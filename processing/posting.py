@@ -46,8 +46,10 @@ class Snapshot:
     embedding: npt.NDArray[np.float32] | None = None  # when the tracker had one for this detection
 
 
-# (analysed image, box in it) -> unit embedding vector of the object.
-EmbedFunction = Callable[[npt.NDArray[np.uint8], tuple[float, float, float, float]], npt.NDArray[np.float32]]
+# (analysed image, box in it) -> unit embedding vector of the object, or None when it is too small to embed.
+EmbedFunction = Callable[
+    [npt.NDArray[np.uint8], tuple[float, float, float, float]], npt.NDArray[np.float32] | None
+]
 
 
 @dataclass(frozen=True)

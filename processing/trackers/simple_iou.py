@@ -169,7 +169,38 @@ class SimpleIouTracker:
             return []
         iou = self._iou(tracks, detections)
         allowed = self._same_class(tracks, detections) & (iou > 0) & (iou >= self.track_overlap_threshold)
-        return greedy_pairs(iou, allowed)
+        pairs = greedy_pairs(iou, allowed)
+        if self.motion_prediction:
+            pairs += self._match_nearby(tracks, detections, pairs)
+        return pairs
+
+    def _match_nearby(
+        self, tracks: list[_OpenTrack], detections: Detections, taken: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """Second chance for tracks and rows left over by IoU: the nearest row of about the same size.
+
+        A track seen once has no velocity yet, and an object walking across the frame moves a good part of its
+        width between detections on a stride: its second box may overlap its first too little for IoU. Such a
+        track may take a row whose centre lies within one box width of its own; a track with a velocity, within
+        half a width of where it was predicted.
+        """
+        if not tracks or len(detections) == 0:
+            return []
+        frame_index = self._last_frame_index or 0
+        predicted = np.stack([track.predicted_box(frame_index) for track in tracks])
+        widths = np.maximum(predicted[:, 2] - predicted[:, 0], 1.0)
+        heights = np.maximum(predicted[:, 3] - predicted[:, 1], 1.0)
+        centres = (predicted[:, :2] + predicted[:, 2:]) / 2
+        rows = detections.xyxy
+        row_centres = (rows[:, :2] + rows[:, 2:]) / 2
+        distance = np.linalg.norm(centres[:, None, :] - row_centres[None, :, :], axis=2)
+        reach = np.where(np.array([track.hits for track in tracks]) <= 1, 1.0, 0.5) * widths
+        height_ratio = np.maximum(rows[:, 3] - rows[:, 1], 1.0)[None, :] / heights[:, None]
+        allowed = (self._same_class(tracks, detections) & (distance <= reach[:, None])
+                   & (height_ratio > 0.75) & (height_ratio < 1.33))
+        allowed[[t for t, _ in taken], :] = False
+        allowed[:, [r for _, r in taken]] = False
+        return greedy_pairs(-distance, allowed)
 
     def _iou(self, tracks: list[_OpenTrack], detections: Detections) -> npt.NDArray[np.float32]:
         frame_index = self._last_frame_index or 0

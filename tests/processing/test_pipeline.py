@@ -338,3 +338,27 @@ def test_ffmpeg_format_forces_the_demuxer(megamind_from_a_live_timeline, models,
     assert result.progress.frames_processed == 72
     with pytest.raises(MediaError):
         run(renamed, models, {"face": None, "body": None, "car": None}, ffmpeg_format="avi")
+
+
+def test_faces_searched_in_upper_bodies_are_the_faces_of_the_whole_frame(data_tmp_dir: Path, models: ModelPaths):
+    from processing.detections import box_iou_batch
+    from processing.detectors import create_detector
+    from processing.pipeline import faces_in_upper_bodies
+    from tests.processing.conftest import read_video_frame
+
+    megamind = opencv_data_file("Megamind.avi", data_tmp_dir)
+    whole = create_detector("retinaface", model_path=models.face)
+    crops = create_detector("retinaface", model_path=models.face, input_size=(160, 160))
+    persons = create_detector("yolov8", model_path=models.objects)
+    checked = 0
+    for index in (30, 60, 150, 225):
+        image = read_video_frame(megamind, index)
+        objects = persons.detect(image)
+        expected = whole.detect(image)
+        found = faces_in_upper_bodies(crops, image, objects[objects.class_id == 0])
+        assert found.data["landmarks"].shape == (len(found), 5, 2)
+        if len(expected):
+            iou = box_iou_batch(expected.xyxy, found.xyxy)
+            assert iou.shape[1] > 0 and (iou.max(axis=1) > 0.5).all(), (index, expected.xyxy, found.xyxy)
+            checked += len(expected)
+    assert checked >= 4

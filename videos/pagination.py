@@ -56,6 +56,24 @@ def _decode(token: str, size: int) -> Cursor:
     return Cursor(values=values, reverse=reverse)
 
 
+def parse_limit(request, param: str = "limit") -> int:
+    """The `limit` query parameter: 1..FFV_PAGE_SIZE_MAX, FFV_PAGE_SIZE_DEFAULT when absent."""
+    raw = request.query_params.get(param)
+    if raw is None:
+        return settings.FFV_PAGE_SIZE_DEFAULT
+    # Plain ASCII digits only: int() alone would also take " 5", "1_0" and non-ASCII digits.
+    try:
+        limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+    except ValueError:  # more digits than int() converts
+        limit = 0
+    if not 1 <= limit <= settings.FFV_PAGE_SIZE_MAX:
+        raise BadParam(
+            _("Must be an integer from 1 to %(max)d.") % {"max": settings.FFV_PAGE_SIZE_MAX},
+            param=param,
+        )
+    return limit
+
+
 class KeysetPagination(BasePagination):
     """Views declare `ordering_fields` ({api name: model field}) and `default_ordering` (e.g. "-id")."""
 
@@ -126,20 +144,7 @@ class KeysetPagination(BasePagination):
     # -- helpers
 
     def _limit(self, request) -> int:
-        raw = request.query_params.get(self.limit_query_param)
-        if raw is None:
-            return settings.FFV_PAGE_SIZE_DEFAULT
-        # Plain ASCII digits only: int() alone would also take " 5", "1_0" and non-ASCII digits.
-        try:
-            limit = int(raw) if raw.isascii() and raw.isdigit() else 0
-        except ValueError:  # more digits than int() converts
-            limit = 0
-        if not 1 <= limit <= settings.FFV_PAGE_SIZE_MAX:
-            raise BadParam(
-                _("Must be an integer from 1 to %(max)d.") % {"max": settings.FFV_PAGE_SIZE_MAX},
-                param=self.limit_query_param,
-            )
-        return limit
+        return parse_limit(request, self.limit_query_param)
 
     def _ordering(self, request, view) -> list[OrderKey]:
         allowed: dict[str, str] = getattr(view, "ordering_fields", {"id": "id"})

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from kombu.exceptions import KombuError, OperationalError
 
 from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
+from videos.clusters import uncluster_archive
 from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from videos.events import events_purge
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
@@ -27,6 +28,7 @@ from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
 
+CLUSTER_COUNTS = ("face_cluster_count", "body_cluster_count", "car_cluster_count")
 UPLOAD_CONTENT_TYPES = ("application/octet-stream", "multipart/form-data")
 # File extensions by the demuxer PyAV recognised, so stored names say what they hold.
 EXTENSIONS = {"mov": "mp4", "mp4": "mp4", "avi": "avi", "matroska": "mkv", "flv": "flv", "mpegts": "ts",
@@ -66,6 +68,9 @@ def _forget_source(name: str, archive_id: int) -> None:
 
 def archive_delete(*, archive_id: int) -> None:
     with transaction.atomic():
+        # Its events leave their clusters before they go. The clusters lock comes before the archive's row lock,
+        # the order clustering takes them in (videos.clusters), so the two cannot deadlock.
+        uncluster_archive(archive_id=archive_id)
         archive = _get_archive(archive_id, lock=True)
         name = archive.source_file.name
         events_purge(archive_id=archive_id)
@@ -192,15 +197,17 @@ def archive_process(*, archive_id: int, enqueue: Callable[[int, str], None] | No
         if archive.job_state in BUSY_STATES:
             raise Conflict(_("The video archive is already queued or being processed."))
         previous = {"job_state": archive.job_state, "job_task_id": archive.job_task_id,
-                    "job_starts": archive.job_starts}
+                    "job_starts": archive.job_starts, **{field: getattr(archive, field) for field in CLUSTER_COUNTS}}
         task_id = uuid.uuid4().hex
         archive.job_state = JobState.QUEUED
         archive.job_task_id = task_id
         archive.job_starts = 0  # a new job: the worker purges the previous results when it starts it
         archive.stop_requested = False
         archive.queued_date = timezone.now()
+        for field in CLUSTER_COUNTS:  # unknown until the new run's events are clustered
+            setattr(archive, field, None)
         archive.save(update_fields=["job_state", "job_task_id", "job_starts", "stop_requested", "queued_date",
-                                    "modified_date"])
+                                    *CLUSTER_COUNTS, "modified_date"])
 
         def send() -> None:
             try:

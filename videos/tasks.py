@@ -6,8 +6,9 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.db import InterfaceError, OperationalError
 
-from videos import jobs
+from videos import clusters, jobs
 from videos.services import enqueue_processing
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,19 @@ def process_archive(self, archive_id: int) -> None:
 @shared_task(name="videos.sweep_jobs", acks_late=False, ignore_result=True)
 def sweep_jobs() -> list[int]:
     """Periodic (celery beat): re-send jobs whose worker died or whose message was lost."""
-    return jobs.jobs_sweep(enqueue=enqueue_processing)
+    resent = jobs.jobs_sweep(enqueue=enqueue_processing)
+    try:
+        clusters.clustering_sweep()  # and clustering that never ran (its message lost)
+    except (OperationalError, InterfaceError):
+        logger.exception("clustering sweep failed")
+    return resent
+
+
+@shared_task(name="videos.cluster_archive", acks_late=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60, max_retries=5)
+def cluster_archive(archive_id: int) -> None:
+    """Cluster a finished archive's events (idempotent); sent by videos.jobs.job_finish."""
+    clusters.cluster_archive(archive_id=archive_id)
 
 
 @worker_ready.connect

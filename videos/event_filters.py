@@ -1,0 +1,107 @@
+"""FilterSets of the events and clusters lists (`/events/<kind>/`, `/clusters/<kind>/` and their `count/`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils.translation import gettext as _
+
+from videos.errors import BadParam
+from videos.filters import CreatedDateFilterSet, IntegerListFilter
+from videos.models import BodyCluster, BodyEvent, CarCluster, CarEvent, FaceCluster, FaceEvent
+
+# looks_like's similarity threshold when the request gives none.
+DEFAULT_THRESHOLD = 0.75
+
+
+class EventFilterSet(CreatedDateFilterSet):
+    video_archive = IntegerListFilter(field_name="video_archive_id", label="Archive ids (repeated or comma list).")
+    camera_groups = IntegerListFilter(field_name="camera_group_id", label="Camera group ids (repeated or comma list).")
+    camera_group = IntegerListFilter(field_name="camera_group_id", label="The same as camera_groups.")
+    id_in = IntegerListFilter(field_name="id", label="Event ids (repeated or comma list).")
+    cluster_in = IntegerListFilter(field_name="cluster_id", label="Cluster ids (repeated or comma list).")
+    quality_gte = django_filters.NumberFilter(field_name="quality", lookup_expr="gte", min_value=0, max_value=1,
+                                              label="Quality at least this (0..1).")
+    quality_lte = django_filters.NumberFilter(field_name="quality", lookup_expr="lte", min_value=0, max_value=1,
+                                              label="Quality at most this (0..1).")
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "quality"))
+
+    class Meta:
+        fields: list[str] = []
+
+
+class FaceEventFilterSet(EventFilterSet):
+    class Meta(EventFilterSet.Meta):
+        model = FaceEvent
+
+
+class BodyEventFilterSet(EventFilterSet):
+    class Meta(EventFilterSet.Meta):
+        model = BodyEvent
+
+
+class CarEventFilterSet(EventFilterSet):
+    class Meta(EventFilterSet.Meta):
+        model = CarEvent
+
+
+class FaceEventSearchFilterSet(FaceEventFilterSet):
+    """The face list's filters plus `looks_like` and `threshold`; the view runs the search on the filtered rows.
+
+    Only the list takes these (a search result is one page of at most `limit` matches), not `count/`.
+    """
+
+    looks_like = django_filters.CharFilter(
+        method="filter_search_param", max_length=256,
+        label="detection:<id> or faceevent:<id>: events that look like it, most similar first, each with "
+              "looks_like_confidence; one page of at most `limit`, no `page` or `ordering`.",
+    )
+    threshold = django_filters.NumberFilter(
+        method="filter_search_param", min_value=0, max_value=1,
+        label=f"Least similarity for looks_like, 0..1 (default {DEFAULT_THRESHOLD}).",
+    )
+
+    def filter_search_param(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        """Validated here, applied by the view; threshold means nothing without looks_like."""
+        if name == "threshold" and not self.form.cleaned_data.get("looks_like"):
+            raise BadParam(_("threshold needs looks_like."), param="threshold")
+        return queryset
+
+
+class ClusterFilterSet(CreatedDateFilterSet):
+    """`video_archive` / `camera_groups`: clusters with at least one event from those archives / groups."""
+
+    id_in = IntegerListFilter(field_name="id", label="Cluster ids (repeated or comma list).")
+    video_archive = IntegerListFilter(method="filter_member", field_name="video_archive_id",
+                                      label="Clusters with events from these archives (repeated or comma list).")
+    camera_groups = IntegerListFilter(method="filter_member", field_name="camera_group_id",
+                                      label="Clusters with events from these camera groups (repeated or comma list).")
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "event_count"))
+
+    class Meta:
+        fields: list[str] = []
+
+    def filter_member(self, queryset: QuerySet, name: str, value: list[int] | None) -> QuerySet:
+        """Clusters with at least one event whose `name` (video_archive_id, camera_group_id) is in the list."""
+        if value is None:
+            return queryset
+        event_model = queryset.model._meta.get_field("events").related_model
+        members = event_model.objects.order_by().filter(cluster_id=OuterRef("pk"), **{f"{name}__in": value})
+        return queryset.filter(Exists(members))
+
+
+class FaceClusterFilterSet(ClusterFilterSet):
+    class Meta(ClusterFilterSet.Meta):
+        model = FaceCluster
+
+
+class BodyClusterFilterSet(ClusterFilterSet):
+    class Meta(ClusterFilterSet.Meta):
+        model = BodyCluster
+
+
+class CarClusterFilterSet(ClusterFilterSet):
+    class Meta(ClusterFilterSet.Meta):
+        model = CarCluster

@@ -1,0 +1,162 @@
+"""`/events/<kind>/` and `/clusters/<kind>/`: parse input, call one selector or service, serialize the output."""
+
+from __future__ import annotations
+
+from django.http import FileResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from videos import event_filters, event_selectors, event_services
+from videos.errors import BadParam
+from videos.pagination import KeysetPagination, parse_limit
+from videos.permissions import requires
+from videos.serializers.clusters import ClusterSerializer
+from videos.serializers.events import EventSerializer, FaceEventSerializer
+from videos.views import ListCountMixin
+
+PLURAL = {"face": "faces", "body": "bodies", "car": "cars"}
+
+# Error responses (401, 403, 404, ...) are added to every operation by videos.errors.postprocess_error_responses.
+_PICTURE_RESPONSES = {(200, "image/jpeg"): OpenApiTypes.BINARY, (200, "image/png"): OpenApiTypes.BINARY}
+
+
+class ReadDeleteViewSet(ListCountMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    pagination_class = KeysetPagination
+    default_ordering = "-id"
+    http_method_names = ["get", "head", "options"]
+    # Ids beyond 18 digits cannot exist (bigint) and would reach the database as an error otherwise.
+    lookup_value_regex = "[0-9]{1,18}"
+    kind: str
+
+
+class EventViewSet(mixins.DestroyModelMixin, ReadDeleteViewSet):
+    # Events of one kind: list, count, retrieve, delete, and the two pictures (`thumbnail/`, `fullframe/`).
+    # (No class docstrings here: drf-spectacular would take one as the description of every operation.)
+
+    serializer_class = EventSerializer
+    ordering_fields = {"id": "id", "created_date": "created_date", "quality": "quality"}
+    http_method_names = ["get", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return event_selectors.event_list(kind=self.kind)
+
+    def perform_destroy(self, instance) -> None:
+        event_services.event_delete(event=instance)
+
+    @extend_schema(summary="The event's thumbnail", responses=_PICTURE_RESPONSES)
+    @action(detail=True, methods=["get"], filter_backends=[])
+    @requires("view")
+    def thumbnail(self, request: Request, pk: str) -> FileResponse:
+        return self._picture(request, "thumbnail")
+
+    @extend_schema(summary="The event's full frame", responses=_PICTURE_RESPONSES)
+    @action(detail=True, methods=["get"], filter_backends=[])
+    @requires("view")
+    def fullframe(self, request: Request, pk: str) -> FileResponse:
+        return self._picture(request, "fullframe")
+
+    def _picture(self, request: Request, which: event_selectors.PictureName) -> FileResponse:
+        for key in request.query_params:
+            raise BadParam(_("Unknown query parameter."), param=key)
+        picture = event_selectors.event_picture(event=self.get_object(), which=which)
+        response = FileResponse(picture.file, content_type=picture.content_type, filename=picture.name)
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List face events (or search them with looks_like)"),
+    count=extend_schema(summary="Count face events"),
+)
+class FaceEventViewSet(EventViewSet):
+    kind = "face"
+    serializer_class = FaceEventSerializer
+
+    @property
+    def filterset_class(self):
+        # looks_like and threshold belong to the list only (count/ would have no limit to count up to).
+        if getattr(self, "action", None) == "list":
+            return event_filters.FaceEventSearchFilterSet
+        return event_filters.FaceEventFilterSet
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        if "looks_like" not in request.query_params:
+            return super().list(request, *args, **kwargs)
+        for param in ("page", "ordering"):
+            if param in request.query_params:
+                raise BadParam(_("looks_like results are one page ordered by similarity; %(param)s cannot be "
+                                 "combined with it.") % {"param": param}, param=param)
+        queryset = self.filter_queryset(self.get_queryset())  # validates every parameter, looks_like included
+        threshold = request.query_params.get("threshold")
+        events = event_selectors.face_event_search(
+            queryset=queryset,
+            looks_like=request.query_params["looks_like"],
+            threshold=float(threshold) if threshold else event_filters.DEFAULT_THRESHOLD,
+            limit=parse_limit(request),
+            user=request.user,
+        )
+        return Response({"next_page": None, "prev_page": None,
+                         "results": self.get_serializer(events, many=True).data})
+
+
+@extend_schema_view(list=extend_schema(summary="List body events"), count=extend_schema(summary="Count body events"))
+class BodyEventViewSet(EventViewSet):
+    kind = "body"
+    filterset_class = event_filters.BodyEventFilterSet
+
+
+@extend_schema_view(list=extend_schema(summary="List car events"), count=extend_schema(summary="Count car events"))
+class CarEventViewSet(EventViewSet):
+    kind = "car"
+    filterset_class = event_filters.CarEventFilterSet
+
+
+class ClusterViewSet(ReadDeleteViewSet):
+    # Clusters of one kind: list, count, retrieve; each with the archives and camera groups of its events.
+
+    serializer_class = ClusterSerializer
+    ordering_fields = {"id": "id", "created_date": "created_date", "event_count": "event_count"}
+
+    def get_queryset(self):
+        return event_selectors.cluster_list(kind=self.kind)
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        clusters = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self._serialize(clusters, many=True))
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        return Response(self._serialize([self.get_object()], many=False))
+
+    def _serialize(self, clusters: list, *, many: bool):
+        sources = event_selectors.cluster_sources(kind=self.kind, cluster_ids=[cluster.pk for cluster in clusters])
+        context = {**self.get_serializer_context(), "sources": sources}
+        return self.get_serializer(clusters if many else clusters[0], many=many, context=context).data
+
+
+@extend_schema_view(list=extend_schema(summary="List face clusters"),
+                    count=extend_schema(summary="Count face clusters"))
+class FaceClusterViewSet(ClusterViewSet):
+    kind = "face"
+    filterset_class = event_filters.FaceClusterFilterSet
+
+
+@extend_schema_view(list=extend_schema(summary="List body clusters"),
+                    count=extend_schema(summary="Count body clusters"))
+class BodyClusterViewSet(ClusterViewSet):
+    kind = "body"
+    filterset_class = event_filters.BodyClusterFilterSet
+
+
+@extend_schema_view(list=extend_schema(summary="List car clusters"), count=extend_schema(summary="Count car clusters"))
+class CarClusterViewSet(ClusterViewSet):
+    kind = "car"
+    filterset_class = event_filters.CarClusterFilterSet
+
+
+EVENT_VIEWSETS = {"face": FaceEventViewSet, "body": BodyEventViewSet, "car": CarEventViewSet}
+CLUSTER_VIEWSETS = {"face": FaceClusterViewSet, "body": BodyClusterViewSet, "car": CarClusterViewSet}

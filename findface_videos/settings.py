@@ -145,6 +145,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation documents its error responses in the envelope (videos.errors), new routes included; empty
+    # filter values (ignored, as if absent) are allowed. Here, not on the view, so `manage.py spectacular` agrees.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "videos.errors.postprocess_error_responses",
+        "videos.views.postprocess_empty_query_values",
+    ],
 }
 # Largest JSON body we parse; uploads stream past this and have their own limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024)

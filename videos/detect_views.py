@@ -44,6 +44,8 @@ class ImageBodyParser(BaseParser):
 class CanViewFaceEvents(permissions.BasePermission):
     """A photo's faces are probes for face events: the user must be allowed to see face events."""
 
+    required_perms = ["videos.view_faceevent"]  # what the auth matrix test checks this class against
+
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.is_authenticated and request.user.has_perm("videos.view_faceevent"))
 

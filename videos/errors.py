@@ -17,7 +17,7 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 from django.db.models import ProtectedError
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, status
+from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -150,3 +150,101 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 def json_error_view(status_code: int, code: str, desc: str) -> JsonResponse:
     return JsonResponse(error_body(code, desc), status=status_code, json_dumps_params={"ensure_ascii": False})
+
+
+# --- OpenAPI: the envelope and the errors each operation can answer
+
+ERROR_CODES = [
+    "BAD_PARAM", "UNAUTHORIZED", "PERMISSION_DENIED", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE", "SERVICE_UNAVAILABLE",
+]
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "The one error format of the API.",
+    "properties": {
+        "code": {"type": "string", "enum": ERROR_CODES},
+        "desc": {"type": "string", "description": "Human-readable text in the request's language."},
+        "param": {"type": "string", "description": "The offending field or query parameter (dotted), or empty."},
+        "traceback": {"type": "string", "description": "Empty unless the server runs with DEBUG."},
+    },
+    "required": ["code", "desc", "param", "traceback"],
+    "additionalProperties": False,
+}
+_ERROR_DESCRIPTIONS = {
+    400: "BAD_PARAM: a malformed or invalid parameter, field or body.",
+    401: "UNAUTHORIZED: no, an invalid, expired or revoked credential.",
+    403: "PERMISSION_DENIED: the user lacks the model permission.",
+    404: "NOT_FOUND: no such object.",
+    409: "CONFLICT: the object's state does not allow this, or it is still in use.",
+    413: "PAYLOAD_TOO_LARGE: the request body is over the limit.",
+    415: "UNSUPPORTED_MEDIA_TYPE: the body's Content-Type is not accepted.",
+    503: "SERVICE_UNAVAILABLE: the database or the broker is unavailable.",
+}
+_CODE_OF_STATUS = {
+    400: "BAD_PARAM", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 503: "SERVICE_UNAVAILABLE",
+}
+
+
+def endpoint_views(generator: Any) -> dict[tuple[str, str], Any]:
+    """{(schema path, lower-case method): view instance} of a drf-spectacular generator's endpoints."""
+    views = {}
+    for path, _regex, method, callback in getattr(generator, "endpoints", None) or []:
+        view = generator.create_view(callback, method)
+        views[(generator.coerce_path(path, method, view), method.lower())] = view
+    return views
+
+
+def _may_deny(view: Any) -> bool:
+    """Whether the view's permission classes can refuse an authenticated user (403)."""
+    if view is None:
+        return True
+    lenient = (permissions.IsAuthenticated, permissions.AllowAny)
+    return not all(issubclass(cls, lenient) for cls in getattr(view, "permission_classes", []))
+
+
+def _operation_errors(method: str, operation: dict[str, Any], view: Any) -> set[int]:
+    """The error statuses `exception_handler` can give this operation, read from what the operation takes."""
+    schemes = {name for requirement in operation.get("security") or [] for name in requirement}
+    has_path_params = any(param.get("in") == "path" for param in operation.get("parameters", []))
+    has_body = "requestBody" in operation
+    # 400: invalid bodies and query parameters (unknown ones included); 503: database down, anywhere.
+    errors = {400, 503}
+    if schemes:
+        errors.add(401)
+        if _may_deny(view):
+            errors.add(403)
+    if has_path_params:
+        errors.add(404)
+    if method in ("post", "put", "patch", "delete") and (has_path_params or has_body) and "basicAuth" not in schemes:
+        errors.add(409)  # an object still in use, a uniqueness race or a state that forbids the change
+    if has_body:
+        errors |= {413, 415}
+    return errors
+
+
+def postprocess_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool,
+                                **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular hook: every operation documents its error responses, all in the envelope.
+
+    Error responses a view declares itself (e.g. 409 of process/) keep their description and get the body.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    views = endpoint_views(generator)
+    for path, path_item in result.get("paths", {}).items():
+        for method, operation in path_item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status_code in _operation_errors(method, operation, views.get((path, method))):
+                responses.setdefault(str(status_code), {"description": _ERROR_DESCRIPTIONS[status_code]})
+            for status_key, response in responses.items():
+                if not status_key.isdigit() or int(status_key) < 400:
+                    continue
+                code = _CODE_OF_STATUS.get(int(status_key))
+                schema: dict[str, Any] = {"$ref": "#/components/schemas/Error"}
+                if code is not None:
+                    schema = {"allOf": [schema, {"type": "object", "properties": {"code": {"enum": [code]}}}]}
+                response["content"] = {"application/json": {"schema": schema}}
+            operation["responses"] = dict(sorted(responses.items()))
+    return result

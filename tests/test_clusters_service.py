@@ -270,6 +270,24 @@ def test_deleting_an_archive_takes_its_events_out(default_group, people):
     assert_consistent()
 
 
+def test_deleting_archives_in_the_admin_takes_their_events_out_too(default_group, people, client):
+    from django.contrib.auth.models import User
+
+    kept, deleted = make_archive(default_group), make_archive(default_group)
+    make_event(kept, shot(people[0]))
+    clusters.cluster_archive(archive_id=kept.pk)
+    make_event(deleted, shot(people[0]))
+    make_event(deleted, shot(people[1]))
+    clusters.cluster_archive(archive_id=deleted.pk)
+    client.force_login(User.objects.create_superuser("admin", password="pw", email=""))
+    response = client.post("/admin/videos/videoarchive/", {"action": "delete_selected", "post": "yes",
+                                                            "_selected_action": [deleted.pk]})
+    assert response.status_code == 302
+    assert not VideoArchive.objects.filter(pk=deleted.pk).exists()
+    assert FaceCluster.objects.get().event_count == 1
+    assert_consistent()
+
+
 def test_uncluster_is_idempotent_and_nulls_the_counts(default_group, people):
     archive = make_archive(default_group)
     make_event(archive, shot(people[0]))

@@ -14,6 +14,7 @@ from videos.models import (
     FaceEvent,
     VideoArchive,
 )
+from videos.services import archive_delete
 
 
 @admin.register(CameraGroup)
@@ -45,6 +46,14 @@ class VideoArchiveAdmin(admin.ModelAdmin):
                        "job_heartbeat", "job_msg", "job_checkpoint", "queued_date", "processing_start_date",
                        "processing_finish_date", "statistic", "file_size", "source_len", "face_count",
                        "body_count", "car_count"]
+
+    # Through the service, as DELETE /videos/{id}/ does: events leave their clusters and files are removed.
+    def delete_model(self, request, obj) -> None:
+        archive_delete(archive_id=obj.pk)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for archive_id in list(queryset.values_list("pk", flat=True)):
+            archive_delete(archive_id=archive_id)
 
 
 @admin.register(AuthToken)

@@ -263,6 +263,17 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """var/models prepared as the setup step does (a hash check when they are there already); in a subprocess,
+    so that no model is loaded into the test process."""
+    target = ROOT / "var" / "models"
+    result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
+    return target
+
+
 @pytest.fixture
 def worker(transactional_db, processing_queue, media_root, tmp_path) -> Iterator[WorkerProcess]:
     """A real `celery worker` process on this test's queue, against the test database and Redis."""

@@ -177,16 +177,6 @@ def job_row(conn: psycopg.Connection, archive_id: int) -> JobRow:
     return JobRow(state, starts, body_count, statistic, events, distinct_events)
 
 
-@pytest.fixture(scope="module")
-def models_dir() -> Path:
-    """Prepared as the setup step does (a no-op when they are there); a subprocess, so no model loads here."""
-    target = ROOT / "var" / "models"
-    result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
-    return target
-
-
 def test_the_database_dropping_the_workers_connections_mid_job_loses_no_event(
     throwaway_postgres, processing_queue, media_root, tmp_path, models_dir, record_property
 ):

@@ -8,29 +8,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALL_VIDEO_PERMS, ROOT, WorkerProcess, _user, requires, token_client, upload, wait_for
+from tests.conftest import ALL_VIDEO_PERMS, WorkerProcess, _user, requires, token_client, upload, wait_for
 from tests.footage import trim
 from videos.models import BodyEvent, FaceEvent, JobState, VideoArchive
 
 pytestmark = pytest.mark.worker
 
 DATA_DIR = Path(os.environ.get("OPENCV_DOC_DATA_DIR", "/usr/share/doc/opencv-doc/examples/data"))
-
-
-@pytest.fixture(scope="session")
-def models_dir() -> Path:
-    """Prepared once per run, as the setup step does; a subprocess so this test process loads no model."""
-    target = ROOT / "var" / "models"
-    result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
-    return target
 
 
 def footage(name: str) -> Path:

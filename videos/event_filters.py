@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import django_filters
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext as _
@@ -54,18 +52,22 @@ class FaceEventSearchFilterSet(FaceEventFilterSet):
     """
 
     looks_like = django_filters.CharFilter(
-        method="filter_search_param", max_length=256,
+        method="filter_looks_like", max_length=256,
         label="detection:<id> or faceevent:<id>: events that look like it, most similar first, each with "
               "looks_like_confidence; one page of at most `limit`, no `page` or `ordering`.",
     )
     threshold = django_filters.NumberFilter(
-        method="filter_search_param", min_value=0, max_value=1,
+        method="filter_threshold", min_value=0, max_value=1,
         label=f"Least similarity for looks_like, 0..1 (default {DEFAULT_THRESHOLD}).",
     )
 
-    def filter_search_param(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+    def filter_looks_like(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        """Validated here, applied by the view."""
+        return queryset
+
+    def filter_threshold(self, queryset: QuerySet, name: str, value: float) -> QuerySet:
         """Validated here, applied by the view; threshold means nothing without looks_like."""
-        if name == "threshold" and not self.form.cleaned_data.get("looks_like"):
+        if not self.form.cleaned_data.get("looks_like"):
             raise BadParam(_("threshold needs looks_like."), param="threshold")
         return queryset
 

@@ -13,6 +13,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
 from videos.errors import BadParam
 from videos.models import Camera, CameraGroup, VideoArchive
@@ -51,6 +53,7 @@ class IntegerListField(forms.Field):
         return result
 
 
+@extend_schema_field(serializers.ListField(child=serializers.IntegerField(min_value=0)))
 class IntegerListFilter(django_filters.Filter):
     """Matches rows whose field is in the given ids; repeated keys and comma lists both work."""
 
@@ -105,16 +108,16 @@ class CreatedDateFilterSet(django_filters.FilterSet):
         method="filter_nth_work_week", min_value=1, max_value=10000
     )
 
-    def filter_last_n_days(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+    def filter_last_n_days(self, queryset: QuerySet, name: str, value: float) -> QuerySet:
         """Created at or after now minus N days (N may be fractional)."""
         return queryset.filter(created_date__gte=timezone.now() - timedelta(days=float(value)))
 
-    def filter_nth_full_week(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+    def filter_nth_full_week(self, queryset: QuerySet, name: str, value: int) -> QuerySet:
         """The N-th calendar week counting back (1 = this week): Monday 00:00 to next Monday 00:00."""
         start = week_start(timezone.now(), self._week_number(name, value))
         return queryset.filter(created_date__gte=start, created_date__lt=start + timedelta(days=7))
 
-    def filter_nth_work_week(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+    def filter_nth_work_week(self, queryset: QuerySet, name: str, value: int) -> QuerySet:
         """The same week as nth_full_week, working days only: Monday 00:00 to Saturday 00:00."""
         start = week_start(timezone.now(), self._week_number(name, value))
         return queryset.filter(created_date__gte=start, created_date__lt=start + timedelta(days=5))

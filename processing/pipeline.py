@@ -281,6 +281,34 @@ def run_pipeline(
             else:
                 counters.failed += 1
 
+    def analyse(frame: DecodedFrame, stream_offset: float) -> None:
+        """Detect, track and post on one frame; a frame after which no track is open becomes the checkpoint."""
+        assert frame.image is not None
+        image, full, offset = _analysed_image(frame.image, settings)
+        if settings.imotion_threshold > 0:
+            if motion.measure(image) < settings.imotion_threshold:
+                progress.frames_imotion_skipped += 1
+                return
+            motion.accept()
+        found = _detect(image, face_detector, object_detector, crop_face_detector)
+        for kind, runner in runners.items():
+            detections = found.get(kind, Detections.empty())
+            detections = detections[geometry_mask(detections, runner.config)]
+            if runner.embed_detections:
+                assert runner.embedder is not None
+                detections = detections.with_data(embedding=runner.embedder.embed(image, detections.xyxy))
+            tracked = runner.tracker.update(detections, frame.index)
+            quality = object_quality(tracked, image.shape)
+            post(runner.poster.observe(tracked, quality, frame_index=frame.index, timestamp=frame.timestamp,
+                                       image=image, full_image=full, offset=offset), stream_offset)
+            post(runner.poster.finish(runner.tracker.pop_finished()), stream_offset)
+        if all(runner.quiet for runner in runners.values()):
+            progress.checkpoint = {
+                "frame_index": frame.index,
+                "next_track_ids": {kind: runner.tracker.next_id for kind, runner in runners.items()},
+                "progress": progress.counters(),
+            }
+
     try:
         for frame in frames:
             if not runners:
@@ -294,47 +322,22 @@ def run_pipeline(
             stream_offset = frame.stream_time - frame.timestamp if settings.use_stream_timestamp else 0.0
             progress.last_stream_timestamp = settings.start_stream_timestamp + frame.timestamp + stream_offset
             progress.processed_duration = frame.timestamp
+            # Frames up to a resumed run's checkpoint were handled by the run before; they only keep the
+            # heartbeat (below) going while the decoder reaches the checkpoint.
             if frame.index <= resume_frame:
                 if frame.index == resume_frame and settings.imotion_threshold > 0 and frame.image is not None:
                     # The checkpoint's frame was analysed: it is what the motion of the next frames compares with.
                     motion.measure(_analysed_image(frame.image, settings)[0])
                     motion.accept()
-                continue
-            if pace_origin is None:
-                pace_origin = frame.timestamp
-            if settings.play_speed > 0:
-                late = _pace(frame.timestamp - pace_origin, settings.play_speed, started)
-                if late > 1.0 / ((stats.fps or 25.0) * settings.play_speed) and not settings.disable_drops:
+            else:
+                if pace_origin is None:
+                    pace_origin = frame.timestamp
+                if settings.play_speed > 0 and _too_late(frame.timestamp - pace_origin, settings, stats, started):
                     progress.frames_dropped += 1
-                    continue
-            progress.frames_processed += 1
-            if runners and frame.index % stride == 0:
-                assert frame.image is not None
-                image, full, offset = _analysed_image(frame.image, settings)
-                if settings.imotion_threshold > 0 and motion.measure(image) < settings.imotion_threshold:
-                    progress.frames_imotion_skipped += 1
                 else:
-                    if settings.imotion_threshold > 0:
-                        motion.accept()
-                    found = _detect(image, face_detector, object_detector, crop_face_detector)
-                    for kind, runner in runners.items():
-                        detections = found.get(kind, Detections.empty())
-                        detections = detections[geometry_mask(detections, runner.config)]
-                        if runner.embed_detections:
-                            assert runner.embedder is not None
-                            detections = detections.with_data(embedding=runner.embedder.embed(image, detections.xyxy))
-                        tracked = runner.tracker.update(detections, frame.index)
-                        quality = object_quality(tracked, image.shape)
-                        post(runner.poster.observe(tracked, quality, frame_index=frame.index,
-                                                   timestamp=frame.timestamp, image=image, full_image=full,
-                                                   offset=offset), stream_offset)
-                        post(runner.poster.finish(runner.tracker.pop_finished()), stream_offset)
-                    if all(runner.quiet for runner in runners.values()):
-                        progress.checkpoint = {
-                            "frame_index": frame.index,
-                            "next_track_ids": {kind: runner.tracker.next_id for kind, runner in runners.items()},
-                            "progress": progress.counters(),
-                        }
+                    progress.frames_processed += 1
+                    if runners and frame.index % stride == 0:
+                        analyse(frame, stream_offset)
             now = time.monotonic()
             if now - last_report >= settings.progress_interval:
                 _fill(progress, stats, runners, now - started)
@@ -435,6 +438,12 @@ def faces_in_upper_bodies(detector: Any, image: np.ndarray, bodies: Detections) 
                           class_id=np.empty(0, np.int64), data={"landmarks": np.empty((0, 5, 2), np.float32)})
     merged = Detections.merge(parts)
     return merged[non_max_suppression(merged.xyxy, merged.confidence, 0.4)]
+
+
+def _too_late(stream_seconds: float, settings: PipelineSettings, stats: DecodeStats, started: float) -> bool:
+    """Pace to `play_speed`; True when the frame is over a frame interval late and drops are allowed."""
+    late = _pace(stream_seconds, settings.play_speed, started)
+    return not settings.disable_drops and late > 1.0 / ((stats.fps or 25.0) * settings.play_speed)
 
 
 def _pace(stream_seconds: float, play_speed: float, started: float) -> float:

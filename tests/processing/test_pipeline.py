@@ -362,3 +362,9 @@ def test_faces_searched_in_upper_bodies_are_the_faces_of_the_whole_frame(data_tm
             assert iou.shape[1] > 0 and (iou.max(axis=1) > 0.5).all(), (index, expected.xyxy, found.xyxy)
             checked += len(expected)
     assert checked >= 4
+
+
+def test_as_fast_as_possible_never_drops_even_when_drops_are_allowed(megamind_clip, models):
+    result, _ = run(megamind_clip, models, {"face": None, "body": None, "car": None}, play_speed=-1,
+                    disable_drops=False)
+    assert result.progress.frames_dropped == 0 and result.progress.frames_processed == 120

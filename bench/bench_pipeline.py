@@ -26,7 +26,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -50,6 +49,7 @@ from processing.config import ModelPaths, PipelineSettings  # noqa: E402
 from processing.decoding import DecodeStats, decode_frames  # noqa: E402
 from processing.detections import Detections  # noqa: E402
 from processing.detectors import create_detector  # noqa: E402
+from processing.models_prep.prepare import sha256_file  # noqa: E402
 from processing.onnx_runtime import choose_providers, get_session  # noqa: E402
 from processing.pipeline import run_pipeline  # noqa: E402
 from processing.trackers import create_tracker  # noqa: E402
@@ -75,14 +75,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def size_text(size: tuple[int, int]) -> str:
     return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -514,7 +506,7 @@ def main() -> int:
             "chosen_providers": providers,
             "threads": {"naive": 1, "pipeline": "per run (ort_threads; default = 0 = all cores)", "profile": 1},
         },
-        "models": {p.name: {"path": str(p), "sha256": sha256(p)} for p in (models.objects, models.face)},
+        "models": {p.name: {"path": str(p), "sha256": sha256_file(p)} for p in (models.objects, models.face)},
         "max_frames": args.max_frames,
         "videos": [],
     }

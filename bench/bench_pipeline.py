@@ -5,11 +5,13 @@ For each video, in one run:
 1. naive loop: PyAV decode (``processing.decoding.decode_frames``, no prefetch thread), then YOLOv8n at 640
    and RetinaFace at 640 on every frame, ONNX Runtime with ``intra_op_num_threads=1``, one
    ``SimpleIouTracker`` per kind (face, body, car) configured as the pipeline configures its trackers (default
-   settings, motion prediction on); its tracks are the reference;
+   settings, motion prediction on); its tracks are the reference; YOLO sees the plain 640x640 letterbox;
 2. ``run_pipeline`` with face, body and car detectors on, once per configuration (``--stride``,
-   ``--object-size``, ``--face-size``; lists are zipped, a single value is repeated), tracks collected
-   from the posted events' ``detector_params["history"]`` (``track_send_history``, ``overall_only``,
-   ``post_best_track_frame``, ``filter_min_quality=0``: every track posts exactly once);
+   ``--object-size``, ``--face-size``, ``--threads``, ``--workers``; lists are zipped, a single value is
+   repeated), tracks collected from the posted events' ``detector_params["history"]`` (``track_send_history``,
+   ``overall_only``, ``post_best_track_frame``, ``filter_min_quality=0``: every track posts exactly once).
+   Both loops drop faces under ``--face-min-size`` (the face detector's default ``filter_min_size``, 60);
+   bodies and cars keep every size;
 3. track recall of each pipeline run against the naive tracks (see :func:`track_recall`);
 4. x real-time (video duration / wall time) and speedup (naive wall / pipeline wall).
 
@@ -129,12 +131,13 @@ def count_frames(path: Path) -> int:
 # ----------------------------------------------------------------------------------------------- naive loop
 
 
-def naive_loop(path: Path, models: ModelPaths, fps: float) -> dict[str, Any]:
+def naive_loop(path: Path, models: ModelPaths, fps: float, face_min_size: int = 0) -> dict[str, Any]:
     """Decode, YOLO 640 + RetinaFace 640 on every frame, one ORT thread, SimpleIouTracker per kind."""
     yolo = create_detector(
         "yolov8",
         model_path=models.objects,
         input_size=(640, 640),
+        trim_padding=False,  # the plain square input, as ultralytics' predict at imgsz=640
         confidence_threshold=OBJECT_CONFIDENCE,
         intra_op_num_threads=1,
     )
@@ -174,7 +177,9 @@ def naive_loop(path: Path, models: ModelPaths, fps: float) -> dict[str, Any]:
         t2 = time.perf_counter()
         faces = face.detect(frame.image)
         t3 = time.perf_counter()
-        found = {"face": faces}
+        # Faces under the face detector's filter_min_size are dropped before tracking, as the pipeline drops them.
+        found = {"face": faces[np.maximum(faces.xyxy[:, 2] - faces.xyxy[:, 0], faces.xyxy[:, 3] - faces.xyxy[:, 1])
+                               >= face_min_size]}
         for class_index, name in enumerate(yolo.class_names):
             found[name] = objects[objects.class_id == class_index]
         for kind, tracker in trackers.items():
@@ -203,9 +208,11 @@ def pipeline_run(
     object_size: tuple[int, int],
     face_size: tuple[int, int],
     threads: int | None,
+    workers: int = 1,
+    face_min_size: int = 0,
 ) -> dict[str, Any]:
     """One `run_pipeline` call; `threads` None = as configured (ORT default), else the detectors'
-    intra_op_num_threads (PipelineSettings.ort_threads)."""
+    intra_op_num_threads (PipelineSettings.ort_threads); `workers` = PipelineSettings.detect_workers."""
     detector_settings = {
         "track_send_history": True,
         "overall_only": True,
@@ -213,6 +220,7 @@ def pipeline_run(
         "filter_min_quality": 0,
     }
     stream_settings = {"detectors": {kind: dict(detector_settings) for kind in KINDS}}
+    stream_settings["detectors"]["face"]["filter_min_size"] = face_min_size
     settings = PipelineSettings.from_stream_settings(
         stream_settings,
         source=str(path),
@@ -223,6 +231,7 @@ def pipeline_run(
         face_input_size=face_size,
         object_input_size=object_size,
         ort_threads=0 if threads is None else threads,
+        detect_workers=workers,
     )
     # Warm the sessions the pipeline will use (same cache key: default threads and providers).
     extra = {} if threads is None else {"intra_op_num_threads": threads}
@@ -352,6 +361,7 @@ def profile_stages(path: Path, models: ModelPaths, n_frames: int, crop_size: int
             "yolov8",
             model_path=models.objects,
             input_size=size,
+            trim_padding=False,
             confidence_threshold=OBJECT_CONFIDENCE,
             intra_op_num_threads=1,
         )
@@ -369,6 +379,7 @@ def profile_stages(path: Path, models: ModelPaths, n_frames: int, crop_size: int
             "retinaface",
             model_path=models.face,
             input_size=size,
+            trim_padding=False,
             confidence_threshold=FACE_CONFIDENCE,
             intra_op_num_threads=1,
         )
@@ -422,10 +433,11 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def configs(args: argparse.Namespace) -> Iterator[tuple[int, tuple[int, int], tuple[int, int], int | None]]:
-    lists = [args.stride, args.object_size, args.face_size, args.threads]
+def configs(args: argparse.Namespace) -> Iterator[tuple[int, tuple[int, int], tuple[int, int], int | None, int]]:
+    lists = [args.stride, args.object_size, args.face_size, args.threads, args.workers]
     count = max(len(x) for x in lists)
-    for name, values in zip(("--stride", "--object-size", "--face-size", "--threads"), lists, strict=True):
+    names = ("--stride", "--object-size", "--face-size", "--threads", "--workers")
+    for name, values in zip(names, lists, strict=True):
         if len(values) not in (1, count):
             raise SystemExit(f"{name} needs 1 or {count} values")
     for i in range(count):
@@ -434,6 +446,7 @@ def configs(args: argparse.Namespace) -> Iterator[tuple[int, tuple[int, int], tu
             parse_size(args.object_size[i if len(args.object_size) > 1 else 0]),
             parse_size(args.face_size[i if len(args.face_size) > 1 else 0]),
             _threads(args.threads[i if len(args.threads) > 1 else 0]),
+            args.workers[i if len(args.workers) > 1 else 0],
         )
 
 
@@ -462,6 +475,13 @@ def main() -> int:
         help="pipeline ORT intra_op_num_threads per configuration: 'default' = as the pipeline "
         "configures it (0 = all cores), or a number (the naive loop always uses 1)",
     )
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="pipeline detect_workers per configuration: frames detected at once, one thread each",
+    )
     parser.add_argument("--max-frames", type=int, default=0, help="cut each video to its first N frames (0 = all)")
     parser.add_argument("--profile-frames", type=int, default=20, help="frames for the per-stage profile (0 = skip)")
     parser.add_argument("--crop-size", type=int, default=160, help="RetinaFace input for upper-body crops")
@@ -470,6 +490,12 @@ def main() -> int:
         type=int,
         default=5,
         help="second recall figure counts only naive tracks of at least this many frames",
+    )
+    parser.add_argument(
+        "--face-min-size",
+        type=int,
+        default=60,
+        help="face filter_min_size in both loops (60 = the face detector's default; bodies and cars: 0)",
     )
     parser.add_argument("--no-embeddings", action="store_true", help="run the pipeline without its embedders")
     parser.add_argument("--json-out", default="", help="write all numbers here")
@@ -508,6 +534,7 @@ def main() -> int:
         },
         "models": {p.name: {"path": str(p), "sha256": sha256_file(p)} for p in (models.objects, models.face)},
         "max_frames": args.max_frames,
+        "face_min_size": args.face_min_size,
         "videos": [],
     }
     config_list = list(configs(args))
@@ -543,7 +570,7 @@ def main() -> int:
                     flush=True,
                 )
 
-            naive = naive_loop(path, models, fps)
+            naive = naive_loop(path, models, fps, args.face_min_size)
             naive_counts = {k: len(v) for k, v in naive["tracks"].items()}
             entry["naive"] = {
                 "wall_s": round(naive["wall_s"], 3),
@@ -568,14 +595,14 @@ def main() -> int:
                 )
             ]
             print(f"naive: {naive['wall_s']:.1f} s, tracks {naive_counts}", flush=True)
-            for stride, object_size, face_size, threads in config_list:
-                run = pipeline_run(path, models, stride, object_size, face_size, threads)
+            for stride, object_size, face_size, threads, workers in config_list:
+                run = pipeline_run(path, models, stride, object_size, face_size, threads, workers, args.face_min_size)
                 recall = track_recall(naive["tracks"], run["tracks"])
                 recall_long = track_recall(naive["tracks"], run["tracks"], min_frames=args.min_track_frames)
                 counts = {k: len(v) for k, v in run["tracks"].items()}
                 label = (
                     f"pipeline s{stride} obj{size_text(object_size)} face{size_text(face_size)} "
-                    f"{'thr=dflt' if threads is None else f'thr={threads}'}"
+                    f"{'thr=dflt' if threads is None else f'thr={threads}'} w={workers}"
                 )
                 entry["runs"].append(
                     {
@@ -583,6 +610,7 @@ def main() -> int:
                         "object_size": list(object_size),
                         "face_size": list(face_size),
                         "ort_threads": "default" if threads is None else threads,
+                        "detect_workers": workers,
                         "wall_s": round(run["wall_s"], 3),
                         "fps": round(run["frames"] / run["wall_s"], 2),
                         "x_realtime": round(duration / run["wall_s"], 3),

@@ -192,9 +192,13 @@ FFV_OBJECT_INPUT_SIZE = (
     env_int("FFV_OBJECT_INPUT_WIDTH", 640, minimum=32),
     env_int("FFV_OBJECT_INPUT_HEIGHT", 640, minimum=32),
 )
-# onnxruntime threads per inference: by default the host's cores shared among the worker processes on it.
+# The host's cores are shared among the worker processes on it; each process's share goes first to frames
+# detected at once (FFV_DETECT_WORKERS, up to 4), then to onnxruntime threads per inference (FFV_ORT_THREADS).
+# Two frames on one thread each ran 1.4x the frames per second of one frame on two threads (bench/RESULTS.md).
 FFV_WORKER_CONCURRENCY = env_int("FFV_WORKER_CONCURRENCY", 1, minimum=1)
-FFV_ORT_THREADS = env_int("FFV_ORT_THREADS", max(1, (os.cpu_count() or 1) // FFV_WORKER_CONCURRENCY), minimum=0)
+_CORES_PER_WORKER = max(1, (os.cpu_count() or 1) // FFV_WORKER_CONCURRENCY)
+FFV_DETECT_WORKERS = env_int("FFV_DETECT_WORKERS", min(4, _CORES_PER_WORKER), minimum=1)
+FFV_ORT_THREADS = env_int("FFV_ORT_THREADS", max(1, _CORES_PER_WORKER // FFV_DETECT_WORKERS), minimum=0)
 for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
     if _side % 32:
         raise ImproperlyConfigured(f"detector input sides must be multiples of 32, got {_side}")

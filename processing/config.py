@@ -91,6 +91,9 @@ class PipelineSettings:
     # onnxruntime threads per inference; 0 = all cores. Several workers on one host want cores // workers
     # (bench/RESULTS.md: all cores under contention ran 2.5x slower than one thread).
     ort_threads: int = 0
+    # Frames detected at once, each on its own thread (tracking and posting stay in frame order). On a CPU,
+    # two frames on one thread each ran 1.4x the frames per second of one frame on two threads (bench/RESULTS.md).
+    detect_workers: int = 1
     # Bytes of decoded frames the decode thread may buffer ahead (up to 8 frames): bounds memory for huge frames.
     decode_buffer_bytes: int = 256 * 1024 * 1024
     # The worker process's memory limit in bytes (0 = none): a video whose frames cannot fit it fails at once.

@@ -10,7 +10,9 @@ import dataclasses
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,20 @@ class Progress:
             }
         )
         return statistic
+
+
+@dataclass(frozen=True)
+class _PendingFrame:
+    """A frame handed to the detectors, waiting for tracking and posting, which go in frame order."""
+
+    frame: DecodedFrame
+    stream_offset: float
+    image: np.ndarray
+    full: np.ndarray
+    offset: tuple[int, int]
+    found: Future[dict[str, Detections]] | dict[str, Detections]
+    # The frame counters once this frame was counted: what a checkpoint at this frame restores.
+    frame_counters: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -238,7 +254,8 @@ def run_pipeline(
     )
     first = _first_frame(decoded, stats)
     frame_bytes = stats.width * stats.height * 3
-    if settings.memory_limit_bytes and frame_bytes * FRAME_COPIES > settings.memory_limit_bytes:
+    workers = max(1, settings.detect_workers)
+    if settings.memory_limit_bytes and frame_bytes * FRAME_COPIES * workers > settings.memory_limit_bytes:
         raise PipelineError(_out_of_memory(stats))
     # As many frames ahead as fit the buffer budget: 8 small ones, a single one of 8192x8192 (200 MB).
     depth = max(1, min(8, settings.decode_buffer_bytes // max(1, frame_bytes)))
@@ -281,8 +298,15 @@ def run_pipeline(
             else:
                 counters.failed += 1
 
+    # Frames are detected on `workers` threads at once (onnxruntime releases the GIL; frame-level parallelism
+    # uses cores better than threads inside one inference), then tracked and posted one by one in frame order.
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detect") if workers > 1 else None
+    # Faces smaller than the face detector's filter_min_size are dropped anyway: heads that small are not searched.
+    min_face_side = settings.detectors["face"].filter_min_size if "face" in settings.detectors else 0
+    pending: deque[_PendingFrame] = deque()
+
     def analyse(frame: DecodedFrame, stream_offset: float) -> None:
-        """Detect, track and post on one frame; a frame after which no track is open becomes the checkpoint."""
+        """Hand one frame to the detectors, unless it is too still; conclude the oldest frames in flight."""
         assert frame.image is not None
         image, full, offset = _analysed_image(frame.image, settings)
         if settings.imotion_threshold > 0:
@@ -290,7 +314,17 @@ def run_pipeline(
                 progress.frames_imotion_skipped += 1
                 return
             motion.accept()
-        found = _detect(image, face_detector, object_detector, crop_face_detector)
+        detectors = (image, face_detector, object_detector, crop_face_detector, min_face_side)
+        found = pool.submit(_detect, *detectors) if pool is not None else _detect(*detectors)
+        frame_counters = {key: value for key, value in progress.counters().items() if key != "objects"}
+        pending.append(_PendingFrame(frame, stream_offset, image, full, offset, found, frame_counters))
+        if len(pending) >= workers:
+            conclude(pending.popleft())
+
+    def conclude(item: _PendingFrame) -> None:
+        """Track and post one detected frame; a frame after which no track is open becomes the checkpoint."""
+        found = item.found.result() if isinstance(item.found, Future) else item.found
+        frame, image = item.frame, item.image
         for kind, runner in runners.items():
             detections = found.get(kind, Detections.empty())
             detections = detections[geometry_mask(detections, runner.config)]
@@ -300,13 +334,13 @@ def run_pipeline(
             tracked = runner.tracker.update(detections, frame.index)
             quality = object_quality(tracked, image.shape)
             post(runner.poster.observe(tracked, quality, frame_index=frame.index, timestamp=frame.timestamp,
-                                       image=image, full_image=full, offset=offset), stream_offset)
-            post(runner.poster.finish(runner.tracker.pop_finished()), stream_offset)
+                                       image=image, full_image=item.full, offset=item.offset), item.stream_offset)
+            post(runner.poster.finish(runner.tracker.pop_finished()), item.stream_offset)
         if all(runner.quiet for runner in runners.values()):
             progress.checkpoint = {
                 "frame_index": frame.index,
                 "next_track_ids": {kind: runner.tracker.next_id for kind, runner in runners.items()},
-                "progress": progress.counters(),
+                "progress": {**progress.counters(), **item.frame_counters},
             }
 
     try:
@@ -346,12 +380,17 @@ def run_pipeline(
                 if should_stop():
                     stopped = True
                     break
+        if not stopped:
+            while pending:
+                conclude(pending.popleft())
     except ValueError as exc:  # a crop outside the frame, and the like
         raise PipelineError(str(exc)) from exc
     except MemoryError as exc:
         raise PipelineError(_out_of_memory(stats)) from exc
     finally:
         stop_decoding.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         frames.close()
     if not stopped:
         offset = 0.0
@@ -394,26 +433,30 @@ def _analysed_image(image: np.ndarray, settings: PipelineSettings) -> tuple[np.n
     return settings.rot.apply(full), full, (settings.rot.x, settings.rot.y)
 
 
-def _detect(image: np.ndarray, face_detector: Any, object_detector: Any, crop_face_detector: Any = None
-            ) -> dict[str, Detections]:
+def _detect(image: np.ndarray, face_detector: Any, object_detector: Any, crop_face_detector: Any = None,
+            min_face_side: int = 0) -> dict[str, Detections]:
     found: dict[str, Detections] = {}
     if object_detector is not None:
         objects = object_detector.detect(image)
         for class_index, name in enumerate(object_detector.class_names):
             found[name] = objects[objects.class_id == class_index]
     if crop_face_detector is not None:
-        found["face"] = faces_in_upper_bodies(crop_face_detector, image, found.get("body", Detections.empty()))
+        found["face"] = faces_in_upper_bodies(crop_face_detector, image, found.get("body", Detections.empty()),
+                                              min_face_side)
     elif face_detector is not None:
         found["face"] = face_detector.detect(image)
     return found
 
 
-def faces_in_upper_bodies(detector: Any, image: np.ndarray, bodies: Detections) -> Detections:
+def faces_in_upper_bodies(detector: Any, image: np.ndarray, bodies: Detections, min_face_side: int = 0
+                          ) -> Detections:
     """Faces found in the head-and-shoulders part of each person box, in frame coordinates.
 
     Each crop is the upper 45% of the box (or a square of its width, for close-ups), widened by 10% on each side
     (a bowed or turned head leaves the box a little); overlapping persons give overlapping crops, so a face found
-    twice is kept once (NMS).
+    twice is kept once (NMS). A crop whose sides are both under `min_face_side` cannot hold a face that large
+    and is not searched: with the default face `filter_min_size` (60) the distant pedestrians of a surveillance
+    view cost nothing.
     """
     height, width = image.shape[:2]
     crops: list[np.ndarray] = []
@@ -424,7 +467,7 @@ def faces_in_upper_bodies(detector: Any, image: np.ndarray, bodies: Detections) 
         # Standing people: the head is in the top 45%; a close-up box (wide for its height) is mostly head.
         head = min(box_h, max(0.45 * box_h, box_w))
         top, bottom = int(max(0, y1 - 0.05 * box_h)), int(min(height, y1 + head))
-        if right - left >= 8 and bottom - top >= 8:
+        if right - left >= 8 and bottom - top >= 8 and max(right - left, bottom - top) >= min_face_side:
             crops.append(image[top:bottom, left:right])
             offsets.append((left, top))
     parts = []

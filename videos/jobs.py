@@ -270,6 +270,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
         face_input_size=settings.FFV_FACE_INPUT_SIZE,
         object_input_size=settings.FFV_OBJECT_INPUT_SIZE,
         ort_threads=settings.FFV_ORT_THREADS,
+        detect_workers=settings.FFV_DETECT_WORKERS,
         decode_buffer_bytes=settings.FFV_DECODE_BUFFER_MB * 1024 * 1024,
         memory_limit_bytes=settings.FFV_WORKER_MEMORY_LIMIT_MB * 1024 * 1024,
     )

@@ -368,3 +368,64 @@ def test_as_fast_as_possible_never_drops_even_when_drops_are_allowed(megamind_cl
     result, _ = run(megamind_clip, models, {"face": None, "body": None, "car": None}, play_speed=-1,
                     disable_drops=False)
     assert result.progress.frames_dropped == 0 and result.progress.frames_processed == 120
+
+
+def test_frames_detected_in_parallel_post_what_one_at_a_time_posts(vtest_clip: Path, megamind_with_a_pause, models):
+    """detect_workers > 1 changes when frames are detected, never what is tracked, posted or checkpointed."""
+    import dataclasses
+
+    everything = {"detectors": {kind: {**DETECTOR_DEFAULTS[kind], "filter_min_quality": 0, "filter_min_size": 0}
+                                for kind in ("face", "body", "car")}}
+    for source in (vtest_clip, megamind_with_a_pause):
+        settings = PipelineSettings.from_stream_settings(everything, source=source, models=models,
+                                                         max_pixels=8192 * 8192, progress_interval=0.0)
+        outcomes = []
+        for workers in (1, 3):
+            events: list[PostedObject] = []
+            checkpoints: set[str] = set()
+            result = run_pipeline(
+                dataclasses.replace(settings, detect_workers=workers),
+                on_progress=lambda p, seen=checkpoints: seen.add(repr(p.checkpoint)),
+                should_stop=lambda: False, on_event=lambda posted, out=events: out.append(posted) or True,
+            )
+            outcomes.append((event_keys(events), checkpoints - {"None"}, result.progress.counters()))
+        assert outcomes[0][0] and outcomes[0] == outcomes[1]
+    assert outcomes[0][1], "the pause gives checkpoints to compare"
+
+
+def test_heads_too_small_for_the_face_size_filter_are_not_searched(data_tmp_dir: Path, models: ModelPaths):
+    from processing.detections import box_iou_batch
+    from processing.detectors import create_detector
+    from processing.pipeline import faces_in_upper_bodies
+    from tests.processing.conftest import read_video_frame
+
+    class CountingDetector:
+        def __init__(self, detector):
+            self.detector, self.crops = detector, 0
+
+        def detect_batch(self, crops):
+            self.crops += len(crops)
+            return self.detector.detect_batch(crops)
+
+    crops = CountingDetector(create_detector("retinaface", model_path=models.face, input_size=(160, 160)))
+    persons = create_detector("yolov8", model_path=models.objects)
+    vtest = read_video_frame(opencv_data_file("vtest.avi", data_tmp_dir), 100)
+    bodies = persons.detect(vtest)
+    bodies = bodies[bodies.class_id == 0]
+    assert len(bodies) >= 6
+    all_heads = faces_in_upper_bodies(crops, vtest, bodies)
+    searched_all = crops.crops
+    assert searched_all == len(bodies)
+    # Distant pedestrians: no head crop is 60 px on any side, so none is searched, and no face >= 60 px is lost.
+    assert len(faces_in_upper_bodies(crops, vtest, bodies, 60)) == 0 and crops.crops == searched_all
+    assert not any(max(x2 - x1, y2 - y1) >= 60 for x1, y1, x2, y2 in all_heads.xyxy)
+
+    megamind = read_video_frame(opencv_data_file("Megamind.avi", data_tmp_dir), 150)
+    people = persons.detect(megamind)
+    people = people[people.class_id == 0]
+    close_ups = faces_in_upper_bodies(crops, megamind, people)
+    sides = np.maximum(close_ups.xyxy[:, 2] - close_ups.xyxy[:, 0], close_ups.xyxy[:, 3] - close_ups.xyxy[:, 1])
+    large = close_ups[sides >= 60]
+    assert len(large) >= 1
+    kept = faces_in_upper_bodies(crops, megamind, people, 60)
+    assert box_iou_batch(large.xyxy, kept.xyxy).max(axis=1).min() > 0.99

@@ -242,3 +242,22 @@ def test_importing_yolo_loads_no_onnxruntime() -> None:
         "assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules, 'imported eagerly'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_trimmed_padding_keeps_the_boxes_of_the_square_input(yolo_model_path: Path, frame: np.ndarray) -> None:
+    """640x512 for a 4:3 frame (two 32-row pairs of padding dropped) gives the boxes 640x640 gives."""
+    from processing.detectors._letterbox import letterbox
+
+    tensor, info = letterbox(frame, 640, trim=True)
+    assert tensor.shape == (1, 3, 512, 640) and (info.pad_top, info.pad_left) == (16, 0)
+    assert letterbox(frame, 640)[1].pad_top == 80  # 80 - 16 = two rows of 32: the same place on the grid
+    # A frame with an odd amount of padding, and a portrait one: still multiples of 32.
+    assert letterbox(np.zeros((528, 720, 3), np.uint8), 640, trim=True)[0].shape[2:] == (512, 640)
+    assert letterbox(np.zeros((1000, 768, 3), np.uint8), 640, trim=True)[0].shape[2:] == (640, 512)
+
+    options = {"providers": ["CPUExecutionProvider"], "intra_op_num_threads": 1}
+    trimmed = YoloDetector(yolo_model_path, **options).detect(frame)
+    square = YoloDetector(yolo_model_path, trim_padding=False, **options).detect(frame)
+    strong = square[square.confidence > 0.5]
+    assert len(strong) >= 8
+    assert box_iou_batch(strong.xyxy, trimmed.xyxy).max(axis=1).min() > 0.95

@@ -47,10 +47,11 @@ if str(REPO) not in sys.path:
 
 import av  # noqa: E402
 
-from processing.config import ModelPaths, PipelineSettings  # noqa: E402
+from processing.config import DetectorConfig, ModelPaths, PipelineSettings  # noqa: E402
 from processing.decoding import DecodeStats, decode_frames  # noqa: E402
 from processing.detections import Detections  # noqa: E402
 from processing.detectors import create_detector  # noqa: E402
+from processing.frames import geometry_mask  # noqa: E402
 from processing.models_prep.prepare import sha256_file  # noqa: E402
 from processing.onnx_runtime import choose_providers, get_session  # noqa: E402
 from processing.pipeline import run_pipeline  # noqa: E402
@@ -151,6 +152,8 @@ def naive_loop(path: Path, models: ModelPaths, fps: float, face_min_size: int = 
     warm = np.zeros((64, 64, 3), np.uint8)
     yolo.detect(warm)
     face.detect(warm)
+    # Faces under the face detector's filter_min_size are dropped before tracking, by the pipeline's own rule.
+    face_filter = DetectorConfig(kind="face", filter_min_size=face_min_size)
     miss = max(1, round(TRACK_MISS_SECONDS * fps))
     trackers = {
         kind: create_tracker(
@@ -177,9 +180,7 @@ def naive_loop(path: Path, models: ModelPaths, fps: float, face_min_size: int = 
         t2 = time.perf_counter()
         faces = face.detect(frame.image)
         t3 = time.perf_counter()
-        # Faces under the face detector's filter_min_size are dropped before tracking, as the pipeline drops them.
-        found = {"face": faces[np.maximum(faces.xyxy[:, 2] - faces.xyxy[:, 0], faces.xyxy[:, 3] - faces.xyxy[:, 1])
-                               >= face_min_size]}
+        found = {"face": faces[geometry_mask(faces, face_filter)]}
         for class_index, name in enumerate(yolo.class_names):
             found[name] = objects[objects.class_id == class_index]
         for kind, tracker in trackers.items():

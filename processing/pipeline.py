@@ -64,12 +64,18 @@ class Progress:
     checkpoint: dict[str, Any] | None = None
     resumed_from_frame: int | None = None
 
-    def counters(self) -> dict[str, Any]:
-        """What a resumed run restores (see `checkpoint`)."""
+    def frame_counters(self) -> dict[str, int]:
+        """How many frames were processed, dropped and skipped as still so far."""
         return {
             "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped,
             "frames_imotion_skipped": self.frames_imotion_skipped,
+        }
+
+    def counters(self) -> dict[str, Any]:
+        """What a resumed run restores (see `checkpoint`)."""
+        return {
+            **self.frame_counters(),
             "objects": {kind: dataclasses.asdict(c) for kind, c in self.objects.items()},
         }
 
@@ -316,8 +322,7 @@ def run_pipeline(
             motion.accept()
         detectors = (image, face_detector, object_detector, crop_face_detector, min_face_side)
         found = pool.submit(_detect, *detectors) if pool is not None else _detect(*detectors)
-        frame_counters = {key: value for key, value in progress.counters().items() if key != "objects"}
-        pending.append(_PendingFrame(frame, stream_offset, image, full, offset, found, frame_counters))
+        pending.append(_PendingFrame(frame, stream_offset, image, full, offset, found, progress.frame_counters()))
         if len(pending) >= workers:
             conclude(pending.popleft())
 

@@ -1,0 +1,84 @@
+"""The benchmark's track-matching rules (bench/bench_pipeline.py), on hand-made tracks.
+
+Issue 4's speed target is judged by these numbers, so what "found" and "covered" mean is pinned here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_pipeline.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def naive_track(first: int, last: int, x: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """A person walking right 2 px a frame: (frame indices, boxes)."""
+    frames = np.arange(first, last + 1)
+    boxes = np.stack([x + 2 * (frames - first), np.full(len(frames), 50.0),
+                      x + 40 + 2 * (frames - first), np.full(len(frames), 150.0)], axis=1).astype(np.float64)
+    return frames, boxes
+
+
+def history(frames: np.ndarray, boxes: np.ndarray, rows: slice, step: int = 1) -> np.ndarray:
+    """A pipeline track's posted history ([frame, ts, x1, y1, x2, y2]) over part of a naive track."""
+    picked = np.arange(len(frames))[rows][::step]
+    return np.column_stack([frames[picked], frames[picked] / 10.0, boxes[picked]])
+
+
+def test_one_pipeline_track_over_every_other_frame_follows_the_naive_track(bench):
+    frames, boxes = naive_track(0, 19)
+    strided = history(frames, boxes, slice(None), step=2)  # detected on even frames, boxes interpolated between
+
+    assert bench.track_found(frames, boxes, [strided])
+    assert bench.track_covered(frames, boxes, [strided])
+
+
+def test_a_track_cut_in_three_is_covered_but_not_followed_by_one_identity(bench):
+    frames, boxes = naive_track(0, 19)
+    pieces = [history(frames, boxes, slice(0, 7)), history(frames, boxes, slice(7, 13)),
+              history(frames, boxes, slice(13, 20))]
+
+    assert not bench.track_found(frames, boxes, pieces)  # no piece spans half of the 20 frames
+    assert bench.track_covered(frames, boxes, pieces)
+
+
+def test_a_box_elsewhere_neither_follows_nor_covers(bench):
+    frames, boxes = naive_track(0, 9)
+    elsewhere_frames, elsewhere_boxes = naive_track(0, 9, x=400.0)
+    other = history(elsewhere_frames, elsewhere_boxes, slice(None))
+
+    assert not bench.track_found(frames, boxes, [other])
+    assert not bench.track_covered(frames, boxes, [other])
+
+
+def test_coverage_of_less_than_half_the_frames_is_a_miss(bench):
+    frames, boxes = naive_track(0, 9)
+    early = history(frames, boxes, slice(0, 4))  # 4 of 10 frames
+
+    assert not bench.track_covered(frames, boxes, [early])
+    recall = bench.track_recall({"body": [(frames, boxes)]}, {"body": [early]}, match=bench.track_covered)
+    assert recall["overall"] == {"found": 0, "total": 1, "recall": 0.0}
+
+
+def test_archive_default_filters_are_the_services_defaults(bench):
+    from videos.serializers.stream_settings import default_stream_settings
+
+    detectors = default_stream_settings()["detectors"]
+    service = {kind: (detectors[kind]["filter_min_size"], detectors[kind]["filter_min_quality"]) for kind in detectors}
+    filters = bench.detector_filters("defaults", face_min_size=0)
+
+    assert {kind: (cfg.filter_min_size, cfg.filter_min_quality) for kind, cfg in filters.items()} == service
+    every_track = bench.detector_filters("bench", face_min_size=60)
+    assert {kind: (cfg.filter_min_size, cfg.filter_min_quality) for kind, cfg in every_track.items()} == {
+        "face": (60, 0.0), "body": (0, 0.0), "car": (0, 0.0)}

@@ -244,12 +244,11 @@ def pipeline_run(
     object_size: tuple[int, int],
     face_size: tuple[int, int],
     threads: int | None,
-    workers: int = 1,
-    filters: dict[str, DetectorConfig] | None = None,
+    workers: int,
+    filters: dict[str, DetectorConfig],
 ) -> dict[str, Any]:
     """One `run_pipeline` call; `threads` None = as configured (ORT default), else the detectors'
     intra_op_num_threads (PipelineSettings.ort_threads); `workers` = PipelineSettings.detect_workers."""
-    filters = filters or detector_filters("bench", 0)
     detector_settings = {"track_send_history": True, "overall_only": True, "post_best_track_frame": True}
     stream_settings = {
         "detectors": {
@@ -331,17 +330,23 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def _overlap(frames: np.ndarray, boxes: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(which of the naive track's frames lie in the candidate's span, the IoU with it on those frames).
+def _overlaps(
+    frames: np.ndarray, boxes: np.ndarray, candidates: list[np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each candidate whose span meets the naive track's: (which of the track's frames lie in the span, the
+    IoU with the candidate on those frames).
 
     The candidate's box on a frame between two of its rows ([frame, ts, x1, y1, x2, y2]) is linearly
     interpolated; it has no box outside [first row, last row].
     """
-    h_frames = history[:, 0]
-    inside = (frames >= h_frames[0]) & (frames <= h_frames[-1])
-    at = frames[inside].astype(np.float64)
-    interp = np.stack([np.interp(at, h_frames, history[:, 2 + c]) for c in range(4)], axis=1)
-    return inside, _box_iou(boxes[inside], interp)
+    for history in candidates:
+        h_frames = history[:, 0]
+        if h_frames[-1] < frames[0] or h_frames[0] > frames[-1]:
+            continue
+        inside = (frames >= h_frames[0]) & (frames <= h_frames[-1])
+        at = frames[inside].astype(np.float64)
+        interp = np.stack([np.interp(at, h_frames, history[:, 2 + c]) for c in range(4)], axis=1)
+        yield inside, _box_iou(boxes[inside], interp)
 
 
 def track_found(
@@ -349,13 +354,10 @@ def track_found(
 ) -> bool:
     """Whether one candidate history follows the naive track: it covers >= `min_cover` of the naive track's
     frames with mean IoU >= `min_iou` over the frames both have a box (same identity over time)."""
-    for history in candidates:
-        if history[-1, 0] < frames[0] or history[0, 0] > frames[-1]:
-            continue
-        inside, iou = _overlap(frames, boxes, history)
-        if int(inside.sum()) >= min_cover * len(frames) and float(iou.mean()) >= min_iou:
-            return True
-    return False
+    return any(
+        int(inside.sum()) >= min_cover * len(frames) and float(iou.mean()) >= min_iou
+        for inside, iou in _overlaps(frames, boxes, candidates)
+    )
 
 
 def track_covered(
@@ -365,10 +367,7 @@ def track_covered(
     frames, whichever candidate it is: the object was found, even where the two runs cut its track differently
     (MOTChallenge's "mostly tracked" counts coverage the same way, ID switches aside)."""
     hit = np.zeros(len(frames), bool)
-    for history in candidates:
-        if history[-1, 0] < frames[0] or history[0, 0] > frames[-1]:
-            continue
-        inside, iou = _overlap(frames, boxes, history)
+    for inside, iou in _overlaps(frames, boxes, candidates):
         hit[np.flatnonzero(inside)[iou >= min_iou]] = True
     return bool(hit.mean() >= min_cover)
 

@@ -41,9 +41,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -149,6 +149,15 @@ def count_frames(path: Path) -> int:
 # ----------------------------------------------------------------------------------------------- naive loop
 
 
+class NaiveTrack(NamedTuple):
+    """One reference track: its frames (interpolated ones included), a box on each, and the frames on which the
+    detector found it (the rest are the tracker's interpolation across misses)."""
+
+    frames: np.ndarray
+    boxes: np.ndarray
+    detected: np.ndarray
+
+
 def detector_filters(mode: str, face_min_size: int) -> dict[str, DetectorConfig]:
     """Each kind's size and quality filters: `bench` = faces under `face_min_size` dropped, every track counts;
     `defaults` = a new archive's defaults (ARCHIVE_DEFAULT_FILTERS)."""
@@ -224,10 +233,14 @@ def naive_loop(path: Path, models: ModelPaths, fps: float, filters: dict[str, De
         stages["frame"].append(t4 - t0)
         n += 1
     wall = time.perf_counter() - started
-    tracks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    tracks: dict[str, list[NaiveTrack]] = {}
     for kind, tracker in trackers.items():
         tracks[kind] = [
-            (np.asarray(t.frame_indices), np.asarray(t.xyxy, np.float64))
+            NaiveTrack(
+                np.asarray(t.frame_indices),
+                np.asarray(t.xyxy, np.float64),
+                np.asarray(t.frame_indices)[~np.asarray(t.interpolated)],
+            )
             for t in tracker.finish()
             if float(object_quality(t.observations, frame_shape).max()) >= filters[kind].filter_min_quality
         ]
@@ -372,20 +385,30 @@ def track_covered(
     return bool(hit.mean() >= min_cover)
 
 
+def followed(track: NaiveTrack, candidates: list[np.ndarray]) -> bool:
+    return track_found(track.frames, track.boxes, candidates)
+
+
+def covered(track: NaiveTrack, candidates: list[np.ndarray]) -> bool:
+    return track_covered(track.frames, track.boxes, candidates)
+
+
 def track_recall(
-    naive: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+    naive: dict[str, list[NaiveTrack]],
     piped: dict[str, list[np.ndarray]],
     min_frames: int = 1,
-    match: Any = track_found,
+    match: Callable[[NaiveTrack, list[np.ndarray]], bool] = followed,
+    min_detections: int = 1,
 ) -> dict[str, Any]:
-    """Found / total naive tracks per kind and overall, counting naive tracks of >= `min_frames` frames;
-    `match` is track_found (one candidate follows the track) or track_covered (candidates together cover it)."""
+    """Found / total naive tracks per kind and overall, counting naive tracks of >= `min_frames` frames that the
+    detector found on >= `min_detections` of them; `match` is followed (one candidate follows the track) or
+    covered (candidates together cover it)."""
     out: dict[str, Any] = {}
     total_found = total = 0
     for kind in KINDS:
         candidates = sorted(piped.get(kind, []), key=lambda h: h[0, 0])
-        eligible = [(f, b) for f, b in naive.get(kind, []) if len(f) >= min_frames]
-        found = sum(match(f, b, candidates) for f, b in eligible)
+        eligible = [t for t in naive.get(kind, []) if len(t.frames) >= min_frames and len(t.detected) >= min_detections]
+        found = sum(match(t, candidates) for t in eligible)
         out[kind] = {
             "found": found,
             "total": len(eligible),
@@ -398,6 +421,74 @@ def track_recall(
 
 
 # ----------------------------------------------------------------------------------------------- profiling
+
+
+def conv_gflop(model_path: Path, input_hw: tuple[int, int]) -> float:
+    """Floating-point operations (2 x multiply-adds) of the model's convolutions on one (1, 3, H, W) input."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, 3, *input_hw), strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {
+        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in (*model.graph.value_info, *model.graph.output)
+    }
+    weights = {init.name: init.dims for init in model.graph.initializer}
+    macs = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            _, per_group_in, kernel_h, kernel_w = weights[node.input[1]]
+            macs += int(np.prod(shapes[node.output[0]][1:])) * per_group_in * kernel_h * kernel_w
+    return 2 * macs / 1e9
+
+
+def yolo_bound(
+    path: Path, models: ModelPaths, object_size: tuple[int, int], fps: float, n_frames: int = 32
+) -> dict[str, Any]:
+    """How fast YOLO alone can go at the pipeline's input on this machine: one frame at a time on one thread,
+    and two frames at once on one thread each (as the pipeline's detect workers run); the second bounds the
+    x real-time of stride 1, whatever else the pipeline saves."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from processing.detectors._letterbox import letterbox
+
+    images = []
+    for frame in decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS):
+        images.append(frame.image)
+        if len(images) >= n_frames:
+            break
+    yolo = create_detector(
+        "yolov8",
+        model_path=models.objects,
+        input_size=object_size,
+        confidence_threshold=OBJECT_CONFIDENCE,
+        intra_op_num_threads=1,
+    )
+    tensor, _ = letterbox(images[0], (object_size[1], object_size[0]), trim=yolo.trim_padding)
+    input_hw = (int(tensor.shape[2]), int(tensor.shape[3]))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(yolo.detect, images[:2]))  # warm: the session's buffers for two runs at once
+        started = time.perf_counter()
+        list(pool.map(yolo.detect, images + images))
+        two = (time.perf_counter() - started) / (2 * len(images))
+    started = time.perf_counter()
+    for image in images:
+        yolo.detect(image)
+    one = (time.perf_counter() - started) / len(images)
+    gflop = conv_gflop(models.objects, input_hw)
+    return {
+        "input": f"{input_hw[1]}x{input_hw[0]}",
+        "gflop_per_frame": round(gflop, 2),
+        "one_thread_ms": round(1000 * one, 1),
+        "one_thread_gflops": round(gflop / one, 1),
+        "two_at_once_ms_per_frame": round(1000 * two, 1),
+        "two_at_once_gflops": round(gflop / two, 1),
+        "stride1_max_x_realtime": round(1 / two / fps, 2),
+        "gflops_for_3x_realtime_stride1": round(3 * fps * gflop, 1),
+    }
 
 
 def profile_stages(path: Path, models: ModelPaths, n_frames: int, crop_size: int) -> dict[str, Any]:
@@ -544,12 +635,25 @@ def main() -> int:
     )
     parser.add_argument("--max-frames", type=int, default=0, help="cut each video to its first N frames (0 = all)")
     parser.add_argument("--profile-frames", type=int, default=20, help="frames for the per-stage profile (0 = skip)")
+    parser.add_argument(
+        "--bound-frames",
+        type=int,
+        default=32,
+        help="frames for timing YOLO alone at the first configuration's object size, one and two at once (0 = skip)",
+    )
     parser.add_argument("--crop-size", type=int, default=160, help="RetinaFace input for upper-body crops")
     parser.add_argument(
         "--min-track-frames",
         type=int,
         default=5,
         help="second recall figure counts only naive tracks of at least this many frames",
+    )
+    parser.add_argument(
+        "--min-track-detections",
+        type=int,
+        default=3,
+        help="third recall figure counts only naive tracks the detector found on at least this many frames "
+        "(3 = deep_sort's n_init: a confirmed track)",
     )
     parser.add_argument(
         "--face-min-size",
@@ -639,6 +743,14 @@ def main() -> int:
                     flush=True,
                 )
 
+            if args.bound_frames > 0:
+                entry["yolo_bound"] = yolo_bound(path, models, config_list[0][1], fps, args.bound_frames)
+                print(
+                    "YOLO alone at the pipeline's input: "
+                    + ", ".join(f"{k}={v}" for k, v in entry["yolo_bound"].items()),
+                    flush=True,
+                )
+
             naive = naive_loop(path, models, fps, filters)
             naive_counts = {k: len(v) for k, v in naive["tracks"].items()}
             entry["naive"] = {
@@ -648,10 +760,10 @@ def main() -> int:
                 "stages": naive["stages"],
                 "tracks": naive_counts,
             }
-            rows = [
+            # One row per run: (label, wall, fps, xRT, speedup, p50, p95, track counts, recall figures or None).
+            rows: list[tuple[str, float, float, float, float, Any, Any, dict[str, int], dict[str, Any] | None]] = [
                 (
                     "naive 640/640 1thr",
-                    1,
                     naive["wall_s"],
                     naive["frames"] / naive["wall_s"],
                     duration / naive["wall_s"],
@@ -660,16 +772,21 @@ def main() -> int:
                     naive["stages"]["frame"]["p95_ms"],
                     naive_counts,
                     None,
-                    None,
-                    None,
                 )
             ]
             print(f"naive: {naive['wall_s']:.1f} s, tracks {naive_counts}", flush=True)
+            long_key = f"recall_tracks_ge_{args.min_track_frames}_frames"
+            confirmed_key = f"recall_tracks_ge_{args.min_track_detections}_detections"
             for stride, object_size, face_size, threads, workers in config_list:
                 run = pipeline_run(path, models, stride, object_size, face_size, threads, workers, filters)
-                recall = track_recall(naive["tracks"], run["tracks"])
-                recall_long = track_recall(naive["tracks"], run["tracks"], min_frames=args.min_track_frames)
-                coverage = track_recall(naive["tracks"], run["tracks"], match=track_covered)
+                recalls = {
+                    "recall": track_recall(naive["tracks"], run["tracks"]),
+                    long_key: track_recall(naive["tracks"], run["tracks"], min_frames=args.min_track_frames),
+                    confirmed_key: track_recall(
+                        naive["tracks"], run["tracks"], min_detections=args.min_track_detections
+                    ),
+                    "coverage_recall": track_recall(naive["tracks"], run["tracks"], match=covered),
+                }
                 counts = {k: len(v) for k, v in run["tracks"].items()}
                 label = (
                     f"pipeline s{stride} obj{size_text(object_size)} face{size_text(face_size)} "
@@ -690,15 +807,12 @@ def main() -> int:
                         "per_detect_frame": run["per_detect_frame"],
                         "tracks": counts,
                         "posted": run["posted"],
-                        "recall": recall,
-                        f"recall_tracks_ge_{args.min_track_frames}_frames": recall_long,
-                        "coverage_recall": coverage,
+                        **recalls,
                     }
                 )
                 rows.append(
                     (
                         label,
-                        stride,
                         run["wall_s"],
                         run["frames"] / run["wall_s"],
                         duration / run["wall_s"],
@@ -706,30 +820,31 @@ def main() -> int:
                         run["per_frame"]["p50_ms"],
                         run["per_frame"]["p95_ms"],
                         counts,
-                        recall,
-                        recall_long,
-                        coverage,
+                        recalls,
                     )
                 )
-                print(f"{label}: {run['wall_s']:.1f} s, recall {recall['overall']['recall']}", flush=True)
+                print(f"{label}: {run['wall_s']:.1f} s, recall {recalls['recall']['overall']['recall']}", flush=True)
+            columns = {  # the overall figures printed after the per-kind recall, by their key in `recalls`
+                long_key: f">={args.min_track_frames}fr",
+                confirmed_key: f">={args.min_track_detections}det",
+                "coverage_recall": "covered",
+            }
             header = (
                 f"{'run':<45} {'wall s':>7} {'fps':>6} {'xRT':>5} {'speedup':>7} {'p50 ms':>7} {'p95 ms':>7} "
-                f"{'tracks f/b/c':>13} {'recall f/b/c/all':>24} {f'recall>={args.min_track_frames}fr all':>15} "
-                f"{'covered all':>11}"
+                f"{'tracks f/b/c':>13} {'recall f/b/c/all':>24} " + " ".join(f"{name:>8}" for name in columns.values())
             )
             print(header)
             print("-" * len(header))
-            for label, _, wall, fps_run, xrt, speed, p50, p95, counts, recall, recall_long, coverage in rows:
+            for label, wall, fps_run, xrt, speed, p50, p95, counts, figures in rows:
                 tracks_text = "/".join(str(counts[k]) for k in KINDS)
-                if recall is None:
-                    recall_text, long_text, cover_text = "(reference)", "-", "-"
+                if figures is None:
+                    recall_text, others = "(reference)", ["-"] * len(columns)
                 else:
-                    recall_text = "/".join(fmt(recall[k]["recall"]) for k in (*KINDS, "overall"))
-                    long_text = fmt(recall_long["overall"]["recall"])
-                    cover_text = fmt(coverage["overall"]["recall"])
+                    recall_text = "/".join(fmt(figures["recall"][k]["recall"]) for k in (*KINDS, "overall"))
+                    others = [fmt(figures[key]["overall"]["recall"]) for key in columns]
                 print(
                     f"{label:<45} {wall:>7.1f} {fps_run:>6.2f} {xrt:>5.2f} {speed:>7.2f} {fmt(p50, 1):>7} "
-                    f"{fmt(p95, 1):>7} {tracks_text:>13} {recall_text:>24} {long_text:>15} {cover_text:>11}"
+                    f"{fmt(p95, 1):>7} {tracks_text:>13} {recall_text:>24} " + " ".join(f"{v:>8}" for v in others)
                 )
             report["videos"].append(entry)
     report["machine"]["loadavg_end"] = os.getloadavg()

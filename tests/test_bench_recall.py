@@ -1,4 +1,4 @@
-"""The benchmark's track-matching rules (bench/bench_pipeline.py), on hand-made tracks.
+"""The benchmark's track-matching rules and compute count (bench/bench_pipeline.py), on hand-made tracks.
 
 Issue 4's speed target is judged by these numbers, so what "found" and "covered" mean is pinned here.
 """
@@ -67,8 +67,20 @@ def test_coverage_of_less_than_half_the_frames_is_a_miss(bench):
     early = history(frames, boxes, slice(0, 4))  # 4 of 10 frames
 
     assert not bench.track_covered(frames, boxes, [early])
-    recall = bench.track_recall({"body": [(frames, boxes)]}, {"body": [early]}, match=bench.track_covered)
+    recall = bench.track_recall({"body": [bench.NaiveTrack(frames, boxes, frames)]}, {"body": [early]},
+                                match=bench.covered)
     assert recall["overall"] == {"found": 0, "total": 1, "recall": 0.0}
+
+
+def test_confirmed_tracks_are_those_the_detector_found_on_enough_frames(bench):
+    frames, boxes = naive_track(0, 9)
+    long_but_thin = bench.NaiveTrack(frames, boxes, frames[[0, 9]])  # 10 frames, 2 of them detections
+    confirmed = bench.NaiveTrack(frames, boxes, frames[[0, 4, 9]])
+    strided = history(frames, boxes, slice(None), step=2)
+
+    recall = bench.track_recall({"body": [long_but_thin, confirmed]}, {"body": [strided]}, min_detections=3)
+    assert recall["body"] == {"found": 1, "total": 1, "recall": 1.0}
+    assert bench.track_recall({"body": [long_but_thin, confirmed]}, {"body": []})["overall"]["total"] == 2
 
 
 def test_archive_default_filters_are_the_services_defaults(bench):
@@ -82,3 +94,12 @@ def test_archive_default_filters_are_the_services_defaults(bench):
     every_track = bench.detector_filters("bench", face_min_size=60)
     assert {kind: (cfg.filter_min_size, cfg.filter_min_quality) for kind, cfg in every_track.items()} == {
         "face": (60, 0.0), "body": (0, 0.0), "car": (0, 0.0)}
+
+
+def test_the_flop_count_of_yolov8n_is_ultralytics_published_figure(bench, models_dir):
+    # ultralytics lists YOLOv8n at 8.7 GFLOPs for 640x640; the trimmed 640x512 input of a 4:3 frame costs 4/5.
+    square = bench.conv_gflop(models_dir / "yolov8n.onnx", (640, 640))
+    trimmed = bench.conv_gflop(models_dir / "yolov8n.onnx", (512, 640))
+
+    assert round(square, 1) == 8.7
+    assert trimmed == pytest.approx(0.8 * square, rel=0.01)

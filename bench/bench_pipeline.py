@@ -18,8 +18,12 @@ For each video, in one run:
 3. track recall of each pipeline run against the naive tracks (see :func:`track_recall`): "recall" counts a
    naive track found when one pipeline track follows it (same identity over time), "covered" when the
    pipeline's tracks together have its box on at least half of its frames, however they cut it into tracks
-   (the naive loop's own tracker swaps identities in a crowd, and that should not count as a miss);
-4. x real-time (video duration / wall time) and speedup (naive wall / pipeline wall).
+   (the naive loop's own tracker swaps identities in a crowd, and that should not count as a miss).
+   Two more figures count only some naive tracks: those spanning >= ``--min-track-frames`` frames, and the
+   confirmed ones, found by the detector on >= ``--min-track-detections`` frames (deep_sort's n_init);
+4. x real-time (video duration / wall time) and speedup (naive wall / pipeline wall). Before the naive loop,
+   YOLO alone is timed at the pipeline's input, one frame on one thread and two at once (the pipeline's
+   detect workers), with its convolutions' GFLOP: the x real-time that stride 1 cannot pass on this machine.
 
 A small profiling section times the stages separately on a few frames (decode, YOLO at several input
 sizes, RetinaFace at 640 and on upper-body crops).  ``--max-frames`` cuts a video by remuxing its first
@@ -456,10 +460,12 @@ def yolo_bound(
     from processing.detectors._letterbox import letterbox
 
     images = []
-    for frame in decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS):
+    frames = decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS)
+    for frame in frames:
         images.append(frame.image)
         if len(images) >= n_frames:
             break
+    frames.close()
     yolo = create_detector(
         "yolov8",
         model_path=models.objects,

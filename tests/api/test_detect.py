@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def face_models(settings, models_dir) -> None:
     settings.FFV_FACE_MODEL = models_dir / "retinaface_mnet025.onnx"
-    settings.FFV_FACE_EMBEDDER_MODEL = models_dir / "facenet.pb"
+    settings.FFV_FACE_EMBEDDER_MODEL = models_dir / "facenet.onnx"
 
 
 def photo(name: str) -> bytes:
@@ -166,7 +166,7 @@ def test_other_content_types_are_415(client):
 
 
 def test_missing_models_are_503(client, settings):
-    settings.FFV_FACE_EMBEDDER_MODEL = Path("/nonexistent/facenet.pb")
+    settings.FFV_FACE_EMBEDDER_MODEL = Path("/nonexistent/facenet.onnx")
     ok, jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
     settings.FFV_FACE_MODEL = Path("/nonexistent/retinaface.onnx")
     assert_error(post_raw(client, jpeg.tobytes()), 503, "SERVICE_UNAVAILABLE")

@@ -200,6 +200,23 @@ def test_failed_check_keeps_the_previous_file(
     assert not [p for p in models_dir.iterdir() if p.name.endswith(".tmp.onnx")]  # no leftovers
 
 
+def test_files_an_earlier_version_wrote_are_removed_and_the_operators_are_kept(models_dir: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch):
+    # Before FaceNet became ONNX the manifest recorded facenet.pb; a file it never recorded is not ours.
+    (models_dir / "facenet.pb").write_bytes(b"graph")
+    (models_dir / "operators-own.onnx").write_bytes(b"model")
+    data = json.loads((models_dir / MANIFEST_FILE).read_text())
+    data["files"]["facenet.pb"] = {"sha256": sha256(models_dir / "facenet.pb"), "size": 5, "source": "old"}
+    (models_dir / MANIFEST_FILE).write_text(json.dumps(data))
+    refuse_builds(monkeypatch)
+
+    prepare_models(models_dir)
+
+    assert not (models_dir / "facenet.pb").exists()
+    assert (models_dir / "operators-own.onnx").read_bytes() == b"model"
+    assert set(manifest(models_dir)) == {YOLO_FILE, RETINAFACE_FILE, FACENET_FILE, MOBILENET_FILE}
+
+
 def test_checks_reject_wrong_models(prepared: Path, tmp_path: Path) -> None:
     with pytest.raises(prepare.ModelCheckError):
         prepare.check_yolo(prepared / RETINAFACE_FILE)

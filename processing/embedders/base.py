@@ -1,12 +1,16 @@
-"""The ``Embedder`` protocol and its registry by name."""
+"""The ``Embedder`` protocol, the ONNX crop embedder both models share, and the registry by name."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from processing.onnx_runtime import get_session
 from processing.registry import Registry
 
 
@@ -19,6 +23,38 @@ class Embedder(Protocol):
     def embed(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """``(N, dim)`` unit rows for ``(N, 4)`` xyxy boxes in ``frame_bgr``'s pixels (``(0, dim)`` for none)."""
         ...
+
+
+class OnnxCropEmbedder:
+    """An ONNX model run over crops of the boxes, ``max_batch_size`` at a time, its rows L2-normalised.
+
+    Subclasses set ``dim`` and ``input_name`` and turn boxes of a frame into the model's input in :meth:`batch`.
+    """
+
+    dim: int
+    input_name: str
+
+    def __init__(self, model_path: str | os.PathLike[str], *, max_batch_size: int = 16,
+                 providers: Sequence[str] | None = None, intra_op_num_threads: int = 0) -> None:
+        self.model_path = Path(model_path)
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.providers = providers
+        self.intra_op_num_threads = intra_op_num_threads
+
+    def batch(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+    def embed(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        session = get_session(self.model_path, providers=self.providers,
+                              intra_op_num_threads=self.intra_op_num_threads)
+        out = [
+            session.run(None, {self.input_name: self.batch(frame_bgr, boxes[start:start + self.max_batch_size])})[0]
+            for start in range(0, len(boxes), self.max_batch_size)
+        ]
+        return l2_normalise(np.concatenate(out))
 
 
 def l2_normalise(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:

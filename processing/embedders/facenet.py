@@ -11,15 +11,14 @@ different people below 0.4 (see bench/RESULTS.md for what the Megamind clusters 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from processing.embedders.base import crop_box, l2_normalise, register_embedder
-from processing.onnx_runtime import get_session
+from processing.embedders.base import OnnxCropEmbedder, crop_box, register_embedder
 
 INPUT_SIZE = 160
 DIM = 512
@@ -47,28 +46,17 @@ def face_batch(frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.ND
 
 
 @register_embedder("facenet")
-class FaceNetEmbedder:
+class FaceNetEmbedder(OnnxCropEmbedder):
     dim = DIM
+    input_name = "input"
 
-    def __init__(self, model_path: str | os.PathLike[str], *, max_batch_size: int = 16,
-                 providers: Sequence[str] | None = None, intra_op_num_threads: int = 0) -> None:
-        self.model_path = Path(model_path)
-        if self.model_path.suffix == ".pb":
+    def __init__(self, model_path: str | os.PathLike[str], **options: Any) -> None:
+        if Path(model_path).suffix == ".pb":
             # Before OpenCV 5.1 removed its TensorFlow importer, the graph itself was the model file; a missing
             # model to the callers (the API answers 503, a job MISCONFIGURED), with what to run.
-            raise FileNotFoundError(f"{self.model_path} is the TensorFlow graph: FaceNet runs as ONNX now; "
-                             f"`manage.py prepare_models` writes facenet.onnx from it")
-        self.max_batch_size = max(1, int(max_batch_size))
-        self.providers = providers
-        self.intra_op_num_threads = intra_op_num_threads
+            raise FileNotFoundError(f"{model_path} is the TensorFlow graph: FaceNet runs as ONNX now; "
+                                    f"`manage.py prepare_models` writes facenet.onnx from it")
+        super().__init__(model_path, **options)
 
-    def embed(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, DIM), np.float32)
-        session = get_session(self.model_path, providers=self.providers,
-                              intra_op_num_threads=self.intra_op_num_threads)
-        faces = face_batch(frame_bgr, boxes)
-        out = [session.run(None, {"input": faces[start:start + self.max_batch_size]})[0]
-               for start in range(0, len(faces), self.max_batch_size)]
-        return l2_normalise(np.concatenate(out))
+    def batch(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return face_batch(frame_bgr, boxes)

@@ -7,16 +7,13 @@ batches (``max_batch_size``), which the CPU provider handles at about 20 ms per 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from processing.embedders.base import crop_box, l2_normalise, register_embedder
-from processing.onnx_runtime import get_session
+from processing.embedders.base import OnnxCropEmbedder, crop_box, register_embedder
 
 INPUT_SIZE = 224
 DIM = 1280
@@ -34,25 +31,9 @@ def preprocess(crops_bgr: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.flo
 
 
 @register_embedder("mobilenetv2")
-class MobileNetEmbedder:
+class MobileNetEmbedder(OnnxCropEmbedder):
     dim = DIM
+    input_name = "images"
 
-    def __init__(self, model_path: str | os.PathLike[str], *, max_batch_size: int = 16,
-                 providers: Sequence[str] | None = None, intra_op_num_threads: int = 0) -> None:
-        self.model_path = Path(model_path)
-        self.max_batch_size = max(1, int(max_batch_size))
-        self.providers = providers
-        self.intra_op_num_threads = intra_op_num_threads
-
-    def embed(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, DIM), np.float32)
-        session = get_session(self.model_path, providers=self.providers,
-                              intra_op_num_threads=self.intra_op_num_threads)
-        crops = [crop_box(frame_bgr, box) for box in boxes]
-        out = [
-            session.run(None, {"images": preprocess(crops[start:start + self.max_batch_size])})[0]
-            for start in range(0, len(crops), self.max_batch_size)
-        ]
-        return l2_normalise(np.concatenate(out))
+    def batch(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return preprocess([crop_box(frame_bgr, box) for box in boxes])

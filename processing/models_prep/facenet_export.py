@@ -19,7 +19,6 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -283,8 +282,7 @@ def build_onnx(nodes: list[TFNode], *, opset: int = DEFAULT_OPSET) -> onnx.Model
     """An ONNX model of the GraphDef's nodes: ``input`` [N, 3, 160, 160] -> ``embeddings`` [N, 512]."""
     from onnx import TensorProto, helper
 
-    g = _Graph()
-    g._taken.update({INPUT_NAME, OUTPUT_NAME})
+    g = _Graph(reserved=(INPUT_NAME, OUTPUT_NAME))
     output_node = _output_node(nodes)
     consts: dict[str, np.ndarray] = {}
     values: dict[str, _Value] = {}
@@ -444,18 +442,20 @@ def build_onnx(nodes: list[TFNode], *, opset: int = DEFAULT_OPSET) -> onnx.Model
     return model
 
 
-def export_onnx(out_path: str | os.PathLike[str], source: str | os.PathLike[str]) -> Path:
-    """Convert the GraphDef in ``source`` (wheel or ``.pb``) and write the ONNX model atomically to ``out_path``."""
-    return write_onnx_atomically(build_onnx(parse_graph_def(read_graph_file(source))), out_path)
+def export_and_compare(out_path: str | os.PathLike[str], source: str | os.PathLike[str]) -> float:
+    """Convert the GraphDef in ``source`` (wheel or ``.pb``), write the ONNX model atomically to ``out_path``, and
+    return its :func:`reference_difference` (the graph is read and parsed once for both)."""
+    nodes = parse_graph_def(read_graph_file(source))
+    write_onnx_atomically(build_onnx(nodes), out_path)
+    return reference_difference(out_path, nodes)
 
 
-def reference_difference(onnx_path: str | os.PathLike[str], source: str | os.PathLike[str], *, batch: int = 2) -> float:
+def reference_difference(onnx_path: str | os.PathLike[str], nodes: list[TFNode], *, batch: int = 2) -> float:
     """Largest absolute difference between the ONNX model's embeddings and :func:`run_graph_nhwc`'s, for ``batch``
     prewhitened-like (standard normal) inputs: the check that the export computes what the graph does, batch
     included (the frozen graph's shape constants say batch 1)."""
     import onnxruntime
 
-    nodes = parse_graph_def(read_graph_file(source))
     images = np.random.default_rng(0).standard_normal((batch, 3, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (exported,) = session.run([OUTPUT_NAME], {INPUT_NAME: images})
@@ -500,7 +500,7 @@ def run_graph_nhwc(nodes: list[TFNode], image_nhwc: np.ndarray) -> np.ndarray:
             w = args[1]
             win = _windows(args[0], w.shape[0], w.shape[1], sh, sw, node.attrs["padding"], 0.0)
             out = np.tensordot(win, w, axes=([3, 4, 5], [0, 1, 2]))
-        elif op == "BiasAdd" or op in ("Add", "AddV2"):
+        elif op in ("BiasAdd", "Add", "AddV2"):
             out = args[0] + args[1]
         elif op == "Mul":
             out = args[0] * args[1]

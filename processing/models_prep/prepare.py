@@ -261,11 +261,10 @@ def check_mobilenet(path: Path) -> None:
 
 
 def _build_facenet(tmp: Path, wheel: Path) -> None:
-    from processing.models_prep.facenet_export import export_onnx, reference_difference
+    from processing.models_prep.facenet_export import export_and_compare
 
     with _checking(tmp):
-        export_onnx(tmp, wheel)
-        difference = reference_difference(tmp, wheel)
+        difference = export_and_compare(tmp, wheel)
     if not difference <= FACENET_TOLERANCE:
         raise ModelCheckError(f"{tmp}: embeddings differ from the graph's own by {difference:.2e}")
 

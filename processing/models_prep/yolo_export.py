@@ -414,14 +414,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> YoloCheckpoint:
 class _Graph:
     """Tiny helper around onnx.helper that hands out unique tensor names."""
 
-    def __init__(self) -> None:
+    def __init__(self, reserved: Sequence[str] = ("images", "output0")) -> None:
+        """``reserved``: the graph's input and output names, never handed out."""
         from onnx import helper, numpy_helper
 
         self._helper = helper
         self._numpy_helper = numpy_helper
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self._taken: set[str] = {"images", "output0"}
+        self._taken: set[str] = set(reserved)
 
     def name(self, hint: str) -> str:
         name, count = hint, 1

@@ -199,7 +199,13 @@ def processing_queue(settings) -> str:
     """A queue of this test's own, so tests never pick up each other's tasks."""
     requires(redis_reachable(redis_url()), "CELERY_BROKER_URL must point at a reachable Redis")
     settings.FFV_PROCESSING_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
+    settings.FFV_CONTROL_QUEUE = control_queue_of(settings.FFV_PROCESSING_QUEUE)
     return settings.FFV_PROCESSING_QUEUE
+
+
+def control_queue_of(queue: str) -> str:
+    """The control queue (sweeper, clustering) that goes with a test's processing queue."""
+    return f"{queue}-control"
 
 
 def database_url_for_worker() -> str:
@@ -228,6 +234,7 @@ class WorkerProcess:
             "CELERY_BROKER_URL": redis_url(),
             "MEDIA_ROOT": str(media_root),
             "FFV_PROCESSING_QUEUE": queue,
+            "FFV_CONTROL_QUEUE": control_queue_of(queue),
             "FFV_PROGRESS_INTERVAL": "0.2",
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
@@ -238,7 +245,8 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q", self.queue,
+            [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q",
+             f"{self.queue},{control_queue_of(self.queue)}",
              "--concurrency", "1", "--pool", "prefork", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-n", f"{self.queue}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
              *(["-B", "--schedule", str(self.log_path.with_suffix(".beat"))] if self.beat else [])],

@@ -272,14 +272,11 @@ def _sum_of(events) -> np.ndarray:
 
 
 def enqueue_clustering(archive_id: int) -> None:
-    """Send the clustering task; a broker failure is logged and left to `clustering_sweep`."""
-    from videos.tasks import cluster_archive as cluster_archive_task
+    """Send the clustering task (control queue); a broker failure is logged and left to `clustering_sweep`."""
+    from videos.broker import send_clustering
 
     try:
-        cluster_archive_task.apply_async(
-            args=[archive_id], queue=settings.FFV_PROCESSING_QUEUE, retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-        )
+        send_clustering(archive_id)
     except (OperationalError, KombuError, OSError):
         logger.exception("video archive %s: cannot enqueue clustering; the sweep will send it again", archive_id)
 

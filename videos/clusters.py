@@ -33,6 +33,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
 
 from processing.clustering import ClusteringResult, ClusterState, Item, assign_clusters
+from videos.broker import send_clustering
 from videos.models import BUSY_STATES, CLUSTER_MODELS, EVENT_MODELS, JobState, VideoArchive
 
 logger = logging.getLogger(__name__)
@@ -273,8 +274,6 @@ def _sum_of(events) -> np.ndarray:
 
 def enqueue_clustering(archive_id: int) -> None:
     """Send the clustering task (control queue); a broker failure is logged and left to `clustering_sweep`."""
-    from videos.broker import send_clustering
-
     try:
         send_clustering(archive_id)
     except (OperationalError, KombuError, OSError):

@@ -25,11 +25,11 @@ from processing.media import MediaError
 from processing.pipeline import PipelineError, Progress, run_pipeline
 from processing.posting import PostedObject
 from processing.sources import SourceNotAllowed, check_source_url
+from processing.stream_settings import complete_stream_settings
 from videos.clusters import enqueue_clustering, uncluster_archive
 from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
 from videos.models import RUNNING_STATES, JobState, VideoArchive
-from videos.serializers.stream_settings import complete_stream_settings
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
     # the checkpoint and the crash post the same events again and the uniqueness rule drops them (see
     # videos.events.event_store). Without a checkpoint (a track was open all along) it replays from the start.
     return PipelineSettings.from_stream_settings(
-        complete_stream_settings(job.stream_settings),
+        complete_stream_settings(job.stream_settings, version=1),  # ClaimedJob does not carry the row's version yet
         source=path,
         models=ModelPaths(
             face=Path(settings.FFV_FACE_MODEL),

@@ -19,11 +19,11 @@ from django.utils.translation import gettext as _
 from kombu.exceptions import KombuError, OperationalError
 
 from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
+from processing.stream_settings import current_version, default_stream_settings
 from videos.clusters import uncluster_archive
 from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from videos.events import events_purge
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
-from videos.serializers.stream_settings import default_stream_settings
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
@@ -46,10 +46,14 @@ def _get_archive(archive_id: int, *, lock: bool = False) -> VideoArchive:
 def archive_create(*, data: dict[str, Any]) -> VideoArchive:
     data = dict(data)
     data.setdefault("stream_settings", default_stream_settings())
+    data["stream_settings_version"] = current_version()
     return VideoArchive.objects.create(**data)
 
 
 def archive_update(*, archive: VideoArchive, data: dict[str, Any]) -> VideoArchive:
+    if "stream_settings" in data:
+        # Settings written now are complete (every key validated or defaulted): they are of the current version.
+        data = {**data, "stream_settings_version": current_version()}
     for key, value in data.items():
         setattr(archive, key, value)
     archive.save(update_fields=[*data.keys(), "modified_date"])

@@ -31,7 +31,7 @@ DETECTOR_FIELDS: dict[str, tuple[str, Any]] = {
     "roi": ("str", "640x480+0+0"),
     "track_interpolate_bboxes": ("bool", False),
     "track_max_duration_frames": ("int", 100),
-    "track_miss_interval": ("int", 5),
+    "track_miss_interval": ("number", 2.5),
     "track_overlap_threshold": ("number", 0.5),
     "track_send_history": ("bool", True),
     "tracker_type": ("str", "deep_sort"),

@@ -6,9 +6,9 @@ No Django here.
 
 Defaults are versioned. A row stores the version its settings were written at (VideoArchive.stream_settings_version)
 and is completed with the defaults of that version, so changing a default later never rewrites what an old archive
-does. To change a default, add one line to `DEFAULTS_BY_VERSION`, e.g.::
+does. To change a default, add one line after `DEFAULTS_BY_VERSION`, e.g.::
 
-    2: DEFAULTS_BY_VERSION[1].changed(detector={"track_miss_interval": 2}),
+    DEFAULTS_BY_VERSION[2] = DEFAULTS_BY_VERSION[1].changed(detector={"track_miss_interval": 2})
 
 (`detector=` changes every object kind, `kinds={"face": {...}}` one kind, `top=` the top level). New rows are then
 written at version 2 (`current_version()`); rows of version 1 keep version 1's defaults.
@@ -205,9 +205,8 @@ def _version_1() -> Defaults:
 
 
 # The defaults of each version settings were ever written at. Append only: a stored row names its version.
-DEFAULTS_BY_VERSION: dict[int, Defaults] = {
-    1: _version_1(),
-}
+# A new version is one line here, built on the one before (see the module docstring).
+DEFAULTS_BY_VERSION: dict[int, Defaults] = {1: _version_1()}
 
 
 def current_version() -> int:

@@ -131,9 +131,8 @@ class DetectorSettingsSerializer(ExcessFieldsRejectMixin, serializers.Serializer
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # Outside a PATCH both are there (sent or defaulted). A PATCH that sends one of the two is checked against
         # the stored other after the merge.
-        if {"filter_min_size", "filter_max_size"} <= attrs.keys() and attrs["filter_min_size"] > attrs[
-            "filter_max_size"
-        ]:
+        min_size, max_size = attrs.get("filter_min_size"), attrs.get("filter_max_size")
+        if min_size is not None and max_size is not None and min_size > max_size:
             raise serializers.ValidationError({"filter_min_size": [_("Must not exceed filter_max_size.")]})
         return attrs
 

@@ -129,12 +129,12 @@ _QUEUE_ARCHIVE = """
 import json
 from pathlib import Path
 from videos.models import CameraGroup
-from videos.serializers.stream_settings import complete_stream_settings
+from processing.stream_settings import complete_stream_settings, current_version
 from videos.services import archive_create, archive_process, archive_upload_source
 args = json.loads(Path({args!r}).read_text())
 group, _ = CameraGroup.objects.get_or_create(pk=1, defaults={{"name": "Default Camera Group"}})
-archive = archive_create(data={{"camera_group": group, "name": args["name"],
-                                "stream_settings": complete_stream_settings(args["stream_settings"])}})
+settings = complete_stream_settings(args["stream_settings"], version=current_version())
+archive = archive_create(data={{"camera_group": group, "name": args["name"], "stream_settings": settings}})
 path = Path(args["path"])
 with path.open("rb") as reader:
     archive_upload_source(archive_id=archive.pk, reader=reader, size=path.stat().st_size)

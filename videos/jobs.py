@@ -39,6 +39,7 @@ from processing.media import MediaError
 from processing.pipeline import PipelineError, Progress, run_pipeline
 from processing.posting import PostedObject
 from processing.sources import SourceNotAllowed, check_source_url
+from processing.stream_settings import complete_stream_settings
 from videos import broker
 from videos.clusters import enqueue_clustering, lock_clusters, uncluster_archive
 from videos.errors import Conflict, NotFound, ServiceUnavailable
@@ -46,7 +47,6 @@ from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
 from videos.job_messages import safe_params
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
-from videos.serializers.stream_settings import complete_stream_settings
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class ClaimedJob:
     source_name: str
     url: str | None
     stream_settings: dict[str, Any]
+    stream_settings_version: int = 1  # whose defaults complete them (processing.stream_settings)
     attempt: int = 1
     resumed: bool = False
     checkpoint: dict[str, Any] | None = None  # where a resumed run starts (Progress.checkpoint)
@@ -223,6 +224,7 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
         source_name=archive.source_file.name,
         url=archive.url,
         stream_settings=archive.stream_settings,
+        stream_settings_version=archive.stream_settings_version,
         attempt=archive.job_starts,
         resumed=resumed,
         checkpoint=(archive.job_checkpoint or {}).get("resume") if resumed else None,
@@ -424,7 +426,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
     # the checkpoint and the crash post the same events again and the uniqueness rule drops them (see
     # videos.events.event_store). Without a checkpoint (a track was open all along) it replays from the start.
     return PipelineSettings.from_stream_settings(
-        complete_stream_settings(job.stream_settings),
+        complete_stream_settings(job.stream_settings, version=job.stream_settings_version),
         source=path,
         models=ModelPaths(
             face=Path(settings.FFV_FACE_MODEL),

@@ -78,6 +78,8 @@ class VideoArchive(models.Model):
     # Where events are forwarded in the FindFace family; kept for the `save_to` filter, set in the admin.
     save_to = models.CharField(max_length=2048, null=True, blank=True, db_index=True)
     stream_settings = models.JSONField(default=dict)
+    # The processing.stream_settings version whose defaults complete stream_settings (set whenever they are written).
+    stream_settings_version = models.PositiveSmallIntegerField(default=1)
     created_date = models.DateTimeField(auto_now_add=True, db_index=True)
     modified_date = models.DateTimeField(auto_now=True)
 

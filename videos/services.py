@@ -17,13 +17,13 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
+from processing.stream_settings import current_version, default_stream_settings
 from videos import broker
 from videos.clusters import uncluster_archive
 from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType
 from videos.events import events_purge
 from videos.jobs import job_queue
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
-from videos.serializers.stream_settings import default_stream_settings
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def _get_archive(archive_id: int, *, lock: bool = False) -> VideoArchive:
 def archive_create(*, data: dict[str, Any]) -> VideoArchive:
     data = dict(data)
     data.setdefault("stream_settings", default_stream_settings())
+    data["stream_settings_version"] = current_version()
     return VideoArchive.objects.create(**data)
 
 
@@ -55,6 +56,9 @@ JOB_INPUT_FIELDS = ("url", "stream_settings", "camera_group")
 
 def archive_update(*, archive: VideoArchive, data: dict[str, Any]) -> VideoArchive:
     """Write the fields given; 409 when it would change what a queued or running job runs from."""
+    if "stream_settings" in data:
+        # Settings written now are complete (every key validated or defaulted): they are of the current version.
+        data = {**data, "stream_settings_version": current_version()}
     with transaction.atomic():
         current = _get_archive(archive.pk, lock=True)
         changed = [name for name in JOB_INPUT_FIELDS if name in data and data[name] != getattr(current, name)]

@@ -8,7 +8,12 @@ import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections, box_iou_batch
+from processing.stream_settings import defaults_of
 from processing.trackers.base import EndReason, Track, register_tracker
+
+# The stream_settings defaults of the knobs (current version). `track_miss_interval` is not among them: the
+# setting is in seconds, the tracker counts frames (the pipeline converts at the video's frame rate).
+DEFAULTS = defaults_of().detectors["face"]
 
 
 @dataclass
@@ -74,10 +79,10 @@ class SimpleIouTracker:
     def __init__(
         self,
         *,
-        track_overlap_threshold: float = 0.25,
+        track_overlap_threshold: float = DEFAULTS["track_overlap_threshold"],
         track_miss_interval: int = 1,
-        track_max_duration_frames: int = 0,
-        track_interpolate_bboxes: bool = True,
+        track_max_duration_frames: int = DEFAULTS["track_max_duration_frames"],
+        track_interpolate_bboxes: bool = DEFAULTS["track_interpolate_bboxes"],
         motion_prediction: bool = False,
     ) -> None:
         if not 0.0 <= track_overlap_threshold <= 1.0:

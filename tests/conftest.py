@@ -27,6 +27,9 @@ from videos.auth_views import token_create
 from videos.models import CameraGroup
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each test's own queues purged at its end, a session that fails when Redis keeps something of them, the search
+# index in each test's folder, the SQLite test database removed.
+pytest_plugins = ["tests.hygiene"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

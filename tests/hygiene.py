@@ -169,8 +169,9 @@ def own_queues(settings, monkeypatch) -> Iterator[list[str]]:
 
 @pytest.fixture(autouse=True)
 def subprocess_tmpdir(tmp_path, monkeypatch) -> Path:
-    """TMPDIR of the processes a test starts (workers, servers): in its own folder, which goes with it, so that
-    what they leave there (a worker killed mid-job leaves billiard's `pymp-*` folder) does not stay in /tmp."""
+    """TMPDIR of the processes a test starts (workers, servers), and of onnxruntime in this one: in the test's own
+    folder, which goes with it, so that what they leave there does not stay in /tmp (a worker killed mid-job leaves
+    billiard's `pymp-*` folder; onnxruntime writes a `.ses` file)."""
     folder = tmp_path / "tmp"
     folder.mkdir()
     monkeypatch.setenv("TMPDIR", str(folder))

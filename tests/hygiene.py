@@ -53,7 +53,7 @@ def _client():
 
 def register_test_queues(*names: str) -> None:
     """Queues a test used besides its processing queue (e.g. a worker's control queue): purged at the end of the
-    test (`own_queues`), and checked at the end of the session."""
+    running test (`own_queues`), and checked at the end of the session."""
     _QUEUES_USED.update(name for name in names if name)
 
 
@@ -156,13 +156,15 @@ def own_queues(settings, monkeypatch) -> Iterator[list[str]]:
     """Every test gets a processing queue of its own, so that nothing it sends (a `cluster_archive` on a job's
     end, a `process_archive`) lands in the shared default queue; subprocesses it starts inherit it. At its end
     that queue, whatever queue the test switched to (`settings.FFV_PROCESSING_QUEUE`, e.g. `processing_queue`'s)
-    and the names the test appends to the list are purged."""
+    and the names the test appends to the list or registers meanwhile (`register_test_queues`, e.g. from a worker's
+    start) are purged."""
     name = f"test-{SESSION_TAG}-{uuid.uuid4().hex[:8]}"
     settings.FFV_PROCESSING_QUEUE = name
     monkeypatch.setenv("FFV_PROCESSING_QUEUE", name)
     names = [name]
+    registered_before = set(_QUEUES_USED)
     yield names
-    used = {*names, str(settings.FFV_PROCESSING_QUEUE)}
+    used = {*names, str(settings.FFV_PROCESSING_QUEUE), *(_QUEUES_USED - registered_before)}
     register_test_queues(*used)
     purge_queues(used)
 

@@ -68,3 +68,11 @@ def test_a_message_this_process_sent_to_a_shared_queue_is_found(settings):
         assert hygiene.leftovers([], default_queues=[shared], origin="gen1@elsewhere") == []
     finally:
         hygiene.purge_queues([shared])
+
+
+def test_a_queue_registered_during_a_test_is_purged_at_its_end(own_queues):
+    """(`register_test_queues` is how a worker's further queues get purged; the session check sees it done.)"""
+    client = _client()
+    extra = f"test-{hygiene.SESSION_TAG}-control-{uuid.uuid4().hex[:6]}"
+    hygiene.register_test_queues(extra)
+    client.rpush(extra, "{}")

@@ -27,6 +27,9 @@ from videos.auth_views import token_create
 from videos.models import CameraGroup
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each test's own queues purged at its end, a session that fails when Redis keeps something of them, the search
+# index in each test's folder, the SQLite test database removed.
+pytest_plugins = ["tests.hygiene"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -272,12 +275,14 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def models_dir() -> Path:
+def models_dir(tmp_path_factory) -> Path:
     """var/models prepared as the setup step does (a hash check when they are there already); in a subprocess,
-    so that no model is loaded into the test process."""
+    so that no model is loaded into the test process. (Its TMPDIR is the run's: onnxruntime leaves a `.ses` file
+    there.)"""
     target = ROOT / "var" / "models"
+    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("prepare-models-tmp"))}
     result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
     return target
 

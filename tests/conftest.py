@@ -23,6 +23,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from rest_framework.test import APIClient
 
+from tests.hygiene import control_queue_of, register_test_queues
 from videos.auth_views import token_create
 from videos.models import CameraGroup
 
@@ -206,10 +207,6 @@ def processing_queue(settings) -> str:
     return settings.FFV_PROCESSING_QUEUE
 
 
-def control_queue_of(queue: str) -> str:
-    """The control queue (sweeper, clustering) that goes with a test's processing queue."""
-    return f"{queue}-control"
-
 
 def database_url_for_worker() -> str:
     """The URL of the database this test process uses (the test database), for a worker subprocess."""
@@ -246,6 +243,7 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
+        register_test_queues(self.queue, control_queue_of(self.queue))  # purged when the test ends
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q",

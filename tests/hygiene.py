@@ -151,6 +151,11 @@ def leftovers(names: Iterable[str], *, default_queues: Iterable[str] = (), origi
         client.close()
 
 
+def control_queue_of(queue: str) -> str:
+    """The control queue (sweeper, clustering) that goes with a test's processing queue."""
+    return f"{queue}-control"
+
+
 @pytest.fixture(autouse=True)
 def own_queues(settings, monkeypatch) -> Iterator[list[str]]:
     """Every test gets a processing queue of its own, so that nothing it sends (a `cluster_archive` on a job's
@@ -160,11 +165,14 @@ def own_queues(settings, monkeypatch) -> Iterator[list[str]]:
     start) are purged."""
     name = f"test-{SESSION_TAG}-{uuid.uuid4().hex[:8]}"
     settings.FFV_PROCESSING_QUEUE = name
+    settings.FFV_CONTROL_QUEUE = control_queue_of(name)
     monkeypatch.setenv("FFV_PROCESSING_QUEUE", name)
-    names = [name]
+    monkeypatch.setenv("FFV_CONTROL_QUEUE", settings.FFV_CONTROL_QUEUE)
+    names = [name, settings.FFV_CONTROL_QUEUE]
     registered_before = set(_QUEUES_USED)
     yield names
-    used = {*names, str(settings.FFV_PROCESSING_QUEUE), *(_QUEUES_USED - registered_before)}
+    used = {*names, str(settings.FFV_PROCESSING_QUEUE), str(settings.FFV_CONTROL_QUEUE),
+            *(_QUEUES_USED - registered_before)}
     register_test_queues(*used)
     purge_queues(used)
 
@@ -195,7 +203,8 @@ def redis_left_clean() -> Iterator[None]:
     that one of its tests used, or a message this process sent to a shared default queue."""
     from django.conf import settings
 
-    defaults = {os.environ.get("FFV_PROCESSING_QUEUE") or "cpu", settings.CELERY_TASK_DEFAULT_QUEUE}
+    defaults = {os.environ.get("FFV_PROCESSING_QUEUE") or "cpu", os.environ.get("FFV_CONTROL_QUEUE") or "control",
+                settings.CELERY_TASK_DEFAULT_QUEUE}
     yield
     from celery.utils.nodenames import anon_nodename  # the `origin` of the messages this process sends
 

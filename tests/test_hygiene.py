@@ -20,6 +20,7 @@ def _client() -> redis.Redis:
 
 def test_every_test_sends_to_a_queue_of_its_own(settings, own_queues):
     assert settings.FFV_PROCESSING_QUEUE == own_queues[0]
+    assert settings.FFV_CONTROL_QUEUE == own_queues[1] == hygiene.control_queue_of(own_queues[0])
     assert own_queues[0].startswith(f"test-{hygiene.SESSION_TAG}-")
 
 
@@ -32,10 +33,10 @@ def _unacked(client: redis.Redis, tag: str, queue: str) -> None:
 
 def test_purge_removes_a_queue_its_bindings_and_unacked_messages_and_nothing_else(settings, own_queues):
     client = _client()
-    mine, other = settings.FFV_PROCESSING_QUEUE, f"test-other-{uuid.uuid4().hex[:8]}"
+    mine, other = settings.FFV_CONTROL_QUEUE, f"test-other-{uuid.uuid4().hex[:8]}"
     own_queues.append(other)  # purged at the end of this test too, whatever happens here
-    enqueue_clustering(12345)  # sent on a job's end; to the processing queue
-    settings.FFV_PROCESSING_QUEUE = other
+    enqueue_clustering(12345)  # sent on a job's end; to the control queue
+    settings.FFV_CONTROL_QUEUE = other
     enqueue_clustering(12346)
     _unacked(client, f"tag-{mine}", mine)
     _unacked(client, f"tag-{other}", other)
@@ -60,7 +61,7 @@ def test_a_message_this_process_sent_to_a_shared_queue_is_found(settings):
 
     _client()  # skips without Redis
     shared = f"shared-{uuid.uuid4().hex[:8]}"  # stands for `cpu`, which the tests must never purge
-    settings.FFV_PROCESSING_QUEUE = shared
+    settings.FFV_CONTROL_QUEUE = shared
     try:
         enqueue_clustering(777)
         found = hygiene.leftovers([], default_queues=[shared], origin=anon_nodename())

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from processing.pipeline import Progress
 from processing.posting import PostedObject
-from tests.conftest import WorkerProcess, control_queue_of, redis_url, token_client, upload, wait_for
+from tests.conftest import WorkerProcess, redis_url, token_client, upload, wait_for
 from tests.errors import assert_error
+from tests.hygiene import control_queue_of
 from videos import broker, jobs
 from videos.models import BodyEvent, JobState, VideoArchive
 

@@ -201,7 +201,7 @@ def run_job(
             result = run_pipeline(_pipeline_settings(job, job.url), on_progress=on_progress,
                                   should_stop=lambda: not state["go_on"], on_event=on_event)
         else:
-            raise MediaError("the archive has no source")
+            raise MediaError("source_missing")
     except SourceNotAllowed as exc:
         logger.warning("video archive %s task %s: source refused: %s", archive_id, task_id, exc)
         job_finish(job, JobState.FAILED, f"the url cannot be opened: {exc}")

@@ -112,10 +112,14 @@ class Tracking:
             self._post(kind_tracker.track(detected), sampled.stream_offset)
         if all(kind_tracker.quiet for kind_tracker in self.kinds.values()):
             trackers: dict[str, CheckpointState] = {kind: kt.tracker.checkpoint() for kind, kt in self.kinds.items()}
+            counters = self.progress.counters()
+            for kind, kind_tracker in self.kinds.items():
+                # The poster's count now, not as the last report copied it into progress.
+                counters["objects"][kind]["not_posted"] = kind_tracker.poster.checkpoint()["not_posted"]
             self.progress.checkpoint = {
                 "frame_index": sampled.frame.index,
                 "next_track_ids": {kind: state["next_id"] for kind, state in trackers.items()},
-                "progress": {**self.progress.counters(), **sampled.frame_counters},
+                "progress": {**counters, **sampled.frame_counters},
             }
 
     def finish(self, stream_offset: float) -> None:

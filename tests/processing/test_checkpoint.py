@@ -80,3 +80,34 @@ def test_a_poster_checkpoints_its_not_posted_count_only_when_no_track_is_open() 
     restored = TrackPoster(DetectorConfig(kind="face"))
     restored.restore({"not_posted": 1})
     assert restored.not_posted == 1 and restored.checkpoint() == {"not_posted": 1}
+
+
+def test_a_checkpoint_counts_tracks_not_posted_up_to_its_frame_even_between_reports() -> None:
+    from pathlib import Path
+
+    from processing.config import ModelPaths, PipelineSettings
+    from processing.decoding import DecodedFrame
+    from processing.pipeline import DetectedFrame, Progress, SampledFrame, Tracking
+
+    config = DetectorConfig(kind="face", filter_min_quality=0.99, track_miss_interval=0)
+    settings = PipelineSettings(source="clip.mp4", models=ModelPaths(face=Path("f"), objects=Path("o")),
+                                max_pixels=10**8, detectors={"face": config})
+    progress = Progress()
+    posted: list = []
+    tracking = Tracking(settings, progress, fps=25.0, embedders={}, on_event=lambda item: posted.append(item) or True,
+                        resume=None)
+    image = np.zeros((64, 64, 3), np.uint8)
+    for index, rows in enumerate([[(5, 5, 40, 40)], [(6, 5, 41, 40)], [], []]):
+        sampled = SampledFrame(DecodedFrame(index, index / 25, image), 0.0, image, image, (0, 0),
+                               {"frames_processed": index + 1, "frames_dropped": 0, "frames_imotion_skipped": 0})
+        tracking.conclude(DetectedFrame(sampled, {"face": boxes(*rows)}))
+    assert posted == []  # the one track was below the quality filter
+    assert progress.checkpoint is not None and progress.checkpoint["frame_index"] == 3
+    assert progress.checkpoint["progress"]["objects"]["face"]["not_posted"] == 1
+    assert progress.checkpoint["next_track_ids"] == {"face": 2}
+
+    resumed_progress = Progress()
+    resumed_progress.restore(progress.checkpoint["progress"])
+    resumed = Tracking(settings, resumed_progress, fps=25.0, embedders={}, on_event=lambda item: True,
+                       resume=progress.checkpoint)
+    assert resumed.not_posted() == {"face": 1}

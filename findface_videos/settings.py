@@ -181,6 +181,9 @@ FFV_QUEUE_STALE_SECONDS = env_int("FFV_QUEUE_STALE_SECONDS", 900, minimum=10)
 # that kills its worker (segfault, OOM kill) is not run again forever.
 FFV_JOB_MAX_ATTEMPTS = env_int("FFV_JOB_MAX_ATTEMPTS", 3, minimum=1)
 FFV_SWEEP_INTERVAL = env_float("FFV_SWEEP_INTERVAL", 30.0, minimum=0.5)
+# The decoder watchdog: a source that yields no frame for this long (a stuck demuxer, a server that stops
+# sending) ends its job MISCONFIGURED (`source_stalled`) instead of holding a worker forever. 0 turns it off.
+FFV_DECODE_STALL_SECONDS = env_float("FFV_DECODE_STALL_SECONDS", 60.0, minimum=0.0)
 FFV_LONGEST_JOB_SECONDS = env_int("FFV_LONGEST_JOB_SECONDS", 6 * 3600, minimum=60)
 # Detectors run on every n-th frame; trackers bridge the frames between (see bench/ for the trade-off).
 FFV_DETECT_STRIDE = env_int("FFV_DETECT_STRIDE", 1, minimum=1)

@@ -108,6 +108,10 @@ class PipelineSettings:
     detect_workers: int = 1
     # Bytes of decoded frames the decode thread may buffer ahead (up to 8 frames): bounds memory for huge frames.
     decode_buffer_bytes: int = 256 * 1024 * 1024
+    # Seconds the decoder may go without handing over a frame (a stuck demuxer, a source that stopped sending)
+    # before the run ends with the `source_stalled` error; 0 = wait for ever. Stop requests and progress reports
+    # go on while it waits.
+    decode_stall_seconds: float = 60.0
     # The worker process's memory limit in bytes (0 = none): a video whose frames cannot fit it fails at once.
     memory_limit_bytes: int = 0
     # The checkpoint a resumed run starts from (Progress.checkpoint of the interrupted run), or None.

@@ -23,7 +23,6 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tests.hygiene import control_queue_of, register_test_queues
 from videos.auth_views import token_create
 from videos.models import CameraGroup
 
@@ -31,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each test's own queues purged at its end, a session that fails when Redis keeps something of them, the search
 # index in each test's folder, the SQLite test database removed.
 pytest_plugins = ["tests.hygiene"]
+pytest.register_assert_rewrite("tests.hygiene")
+from tests.hygiene import control_queue_of, register_test_queues  # noqa: E402 (after its rewrite is registered)
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

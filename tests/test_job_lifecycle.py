@@ -295,3 +295,54 @@ def test_a_job_that_decodes_no_frame_is_red_not_completed(api, default_group, wo
     health = api.get(f"/videos/{archive_id}/").json()["health_status"]
     assert (health["status"], health["code"]) == ("MISCONFIGURED", "red"), health
     assert health["msg"]
+
+
+def test_every_job_message_code_reads_in_english_and_russian_without_paths():
+    from django.utils import translation
+
+    from processing.errors import MESSAGES as PROCESSING_MESSAGES
+    from videos.job_messages import MESSAGES, render_job_message, safe_params
+
+    assert set(PROCESSING_MESSAGES) <= set(MESSAGES)
+    params = safe_params({"attempts": 3, "decoded": 10, "expected": 300, "error": "KeyError", "host": "example.com",
+                          "reason": "Invalid data", "width": 8000, "height": 8000, "max_pixels": 1, "count": 5,
+                          "seconds": 60, "tracker": "x", "kind": "face", "available": "simple_iou",
+                          "crop": "10x10+0+0", "frame_width": 5, "frame_height": 5,
+                          "file": "/srv/models/secret/yolov8n.onnx"})
+    assert params["file"] == "yolov8n.onnx"
+    for code in MESSAGES:
+        with translation.override("en"):
+            english = render_job_message(code, params)
+        with translation.override("ru"):
+            russian = render_job_message(code, params)
+        assert "%(" not in english and "%(" not in russian, code
+        assert russian != english and any("а" <= char <= "я" for char in russian.lower()), code
+        assert "/srv/" not in english + russian
+
+
+@pytest.mark.worker
+def test_a_job_that_decodes_a_small_part_of_the_video_is_yellow_with_a_message(
+    api, default_group, worker, video_factory, operator
+):
+    # An AVI cut at 40% of its bytes: its header still says 200 frames, about 60 can be decoded.
+    whole = video_factory("whole.avi", frames=200)
+    cut = whole.with_name("cut.avi")
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    archive_id = _archive_with_video(api, default_group, cut)
+    assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+    assert wait_for(lambda: api.get(f"/videos/{archive_id}/").json()["finished"], timeout=60), worker.log()
+
+    health = api.get(f"/videos/{archive_id}/").json()["health_status"]
+    assert (health["status"], health["code"]) == ("COMPLETED", "yellow"), health
+    decoded = health["statistic"]["frames_processed"]
+    assert 0 < decoded < 100
+    assert f"Only {decoded} of about 200 frames" in health["msg"]
+    russian = token_client(operator, "ru").get(f"/videos/{archive_id}/").json()["health_status"]
+    assert f"{decoded} из примерно 200" in russian["msg"] and russian["code_desc"] != health["code_desc"]
+
+    # The whole file is green, without a message.
+    whole_id = _archive_with_video(api, default_group, whole)
+    assert api.post(f"/videos/{whole_id}/process/").status_code == 200
+    assert wait_for(lambda: api.get(f"/videos/{whole_id}/").json()["finished"], timeout=60), worker.log()
+    health = api.get(f"/videos/{whole_id}/").json()["health_status"]
+    assert (health["code"], health["msg"], health["statistic"]["frames_processed"]) == ("green", "", 200)

@@ -28,19 +28,47 @@ MESSAGES: dict[str, Any] = {
         "Only %(decoded)s of about %(expected)s frames of the video could be decoded; the rest of it was not "
         "analysed."
     ),
-    "no_source": _("The video archive has no source: upload a file or set its url."),
-    "model_missing": _("The model file %(model)s is missing on the worker; run `manage.py prepare_models` there."),
-    "out_of_memory": _(
-        "The video needs more memory than this worker may use (FFV_WORKER_MEMORY_LIMIT_MB)."
-    ),
-    "failed_before_upgrade": _("The job failed before the service was upgraded; process the video again to see why."),
     "internal_error": _("Internal error (%(error)s); the worker's log has the details."),
+    "failed_before_upgrade": _("The job failed before the service was upgraded; process the video again to see why."),
     # The url policy (processing.sources.SourceNotAllowed reasons), as the worker applies it.
     "url_invalid": _("The url cannot be opened: it is not a valid URL."),
     "url_scheme": _("The url cannot be opened: only http and https URLs with a host are allowed."),
     "url_host": _("The url cannot be opened: host %(host)s is not in the allowed list."),
     "url_private": _("The url cannot be opened: private, loopback and link-local hosts are not allowed."),
     "url_unresolvable": _("The url cannot be opened: host %(host)s cannot be resolved."),
+    # The pipeline's (processing.errors.MESSAGES has each in English for logs; these are what users read).
+    "source_missing": _("The video archive has no source: upload a file or set its url."),
+    "source_unreadable": _("The video cannot be opened: %(reason)s."),
+    "unsupported_container": _(
+        "The file is not a readable video in a supported container (mp4, mov, avi, mkv, webm, flv, ts, mpg, wmv, ogv)."
+    ),
+    "still_image": _("The file is a still image, not a video."),
+    "no_video_stream": _("The file has no video stream."),
+    "no_frame_size": _("The video stream has no frame size."),
+    "no_decodable_frame": _("No frame of the video could be decoded."),
+    "frame_too_large": _("The frame size %(width)sx%(height)s exceeds the limit of %(max_pixels)s pixels."),
+    "too_many_decoding_errors": _("Too many decoding errors (%(count)s); the last: %(reason)s."),
+    "jpeg_encoding_failed": _("A frame could not be encoded as JPEG."),
+    "source_stalled": _("The source stalled: no frame came from the decoder for %(seconds)s seconds."),
+    "out_of_memory": _("The video needs more memory than this worker may use (FFV_WORKER_MEMORY_LIMIT_MB)."),
+    "frame_too_large_for_memory": _(
+        "The video's frames of %(width)sx%(height)s need more memory than this worker may use; lower "
+        "FFV_MAX_FRAME_PIXELS to refuse such videos at upload, or give workers more memory."
+    ),
+    "tracker_unavailable": _(
+        "Tracker %(tracker)s of the %(kind)s detector is not available on this worker (available: %(available)s)."
+    ),
+    "embedder_required": _("The deep_sort tracker of the %(kind)s detector needs an embedder model."),
+    "bad_crop": _("The region %(crop)s lies outside the %(frame_width)sx%(frame_height)s frame."),
+    "frame_not_analysed": _("A frame cannot be analysed: %(reason)s."),
+    "model_missing": _("The model file %(file)s is missing on this worker; run `manage.py prepare_models` there."),
+    "embedder_missing": _(
+        "The embedder model %(file)s is missing on this worker; run `manage.py prepare_models` there."
+    ),
+    "model_obsolete": _(
+        "%(file)s is FaceNet's TensorFlow graph, but FaceNet runs as ONNX now; run `manage.py prepare_models` to "
+        "write facenet.onnx."
+    ),
 }
 
 

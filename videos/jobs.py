@@ -297,7 +297,7 @@ def _completion(progress: Progress) -> tuple[JobState, str, dict[str, Any]]:
     decoded = progress.frames_processed + progress.frames_dropped
     if decoded == 0:
         return JobState.FAILED, "no_frames", {}
-    expected = getattr(progress, "frames_expected", None)
+    expected = progress.frames_expected
     if expected and decoded < FEW_FRAMES_SHARE * expected:
         return JobState.COMPLETED, "few_frames", {"decoded": decoded, "expected": int(expected)}
     return JobState.COMPLETED, "", {}
@@ -311,7 +311,7 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     if code:
         return code, dict(getattr(exc, "params", {}) or {})
     if isinstance(exc, FileNotFoundError):
-        return "model_missing", {"model": exc.filename or str(exc)}
+        return "model_missing", {"file": exc.filename or str(exc)}
     if isinstance(exc, MemoryError):
         return "out_of_memory", {}
     return "internal_error", {"error": type(exc).__name__}
@@ -352,11 +352,9 @@ def run_job(
             result = run_pipeline(_pipeline_settings(job, job.url), on_progress=on_progress,
                                   should_stop=lambda: not state["go_on"], on_event=on_event)
         else:
-            raise MediaError("the archive has no source")
+            raise MediaError("source_missing")
     except (SourceNotAllowed, MediaError, PipelineError, FileNotFoundError, MemoryError) as exc:
         code, params = _failure(exc)
-        if isinstance(exc, MediaError) and not getattr(exc, "code", "") and not job.source_name and not job.url:
-            code, params = "no_source", {}
         logger.warning("video archive %s task %s: failed (%s): %s", archive_id, task_id, code, exc)
         job_finish(job, JobState.FAILED, code, params)
         return JobState.FAILED
@@ -437,6 +435,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
         resume_from=job.checkpoint,
         max_pixels=settings.FFV_MAX_FRAME_PIXELS,
         progress_interval=settings.FFV_PROGRESS_INTERVAL,
+        decode_stall_seconds=settings.FFV_DECODE_STALL_SECONDS,
         detect_stride=settings.FFV_DETECT_STRIDE,
         face_search=settings.FFV_FACE_SEARCH,
         face_crop_size=settings.FFV_FACE_CROP_SIZE,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections, box_iou_batch
 from processing.stream_settings import defaults_of
-from processing.trackers.base import EndReason, Track, register_tracker
+from processing.trackers.base import CheckpointState, EndReason, Track, register_tracker
 
 # The stream_settings defaults of the knobs (current version). `track_miss_interval` is not among them: the
 # setting is in seconds, the tracker counts frames (the pipeline converts at the video's frame rate).
@@ -37,7 +39,10 @@ class _OpenTrack:
         return (self.last_box + self.velocity * (frame_index - self.last_frame)).astype(np.float32)
 
 
-def _readonly(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+_Array = TypeVar("_Array", bound=npt.NDArray[Any])
+
+
+def _readonly(array: _Array) -> _Array:
     array.flags.writeable = False
     return array
 
@@ -118,6 +123,19 @@ class SimpleIouTracker:
         """Ids of tracks that may still continue."""
         return list(self._open)
 
+    # Checkpointable: at a quiet point only the numbering carries over.
+    @property
+    def quiet(self) -> bool:
+        return not self._open and not self._finished
+
+    def checkpoint(self) -> CheckpointState:
+        if not self.quiet:
+            raise RuntimeError(f"tracks are open or not popped: {self.open_track_ids}")
+        return {"next_id": self._next_id}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.next_id = int(state.get("next_id", 1))
+
     def update(self, detections: Detections, frame_index: int) -> Detections:
         """Assign ``tracker_id`` to every row of ``detections`` found on ``frame_index``."""
         frame_index = int(frame_index)
@@ -151,7 +169,7 @@ class SimpleIouTracker:
         for track, reason in sorted(closing, key=lambda item: item[0].track_id):
             self._close(track, reason)
 
-        for row in np.flatnonzero(ids == 0):
+        for row in np.flatnonzero(ids == 0).tolist():
             ids[row] = self._start(detections[int(row)], frame_index)
         return detections.with_tracker_id(ids)
 

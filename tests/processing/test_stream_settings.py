@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from processing.config import DetectorConfig, ModelPaths, PipelineSettings
-from processing.pipeline import _KindRunner
+from processing.pipeline.tracking import KindTracker
 from processing.stream_settings import (
     DEFAULTS_BY_VERSION,
     DETECTOR_SETTINGS,
@@ -168,7 +168,7 @@ def test_pipeline_settings_from_the_completion_of_nothing():
 def test_the_miss_interval_is_seconds_and_fractions_count(seconds, fps, frames):
     config = DetectorConfig.from_settings("face", {"track_miss_interval": seconds})
 
-    runner = _KindRunner(config, fps=fps, stride=1, embedder=None)
+    runner = KindTracker(config, fps=fps, stride=1, embedder=None)
 
     assert runner.tracker.track_miss_interval == frames
 

@@ -191,6 +191,9 @@ def test_a_decompression_bomb_ends_red_within_the_memory_limit_and_the_worker_go
         good_id = _create_with_video(api, default_group, video_factory("good.mp4", frames=20))
         assert api.post(f"/videos/{good_id}/process/").status_code == 200
         assert wait_for(lambda: api.get(f"/videos/{good_id}/").json()["finished"], timeout=60), limited.log()
+        # Every frame of it: nothing of the bomb's decoder outlived its job (it once kept the pool process's memory
+        # until a garbage collection, and the next job decoded nothing).
+        assert api.get(f"/videos/{good_id}/").json()["health_status"]["statistic"]["frames_processed"] == 20
         assert limited.process.poll() is None
     finally:
         limited.stop()

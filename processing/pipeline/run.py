@@ -72,7 +72,7 @@ def run_pipeline(
             except ValueError as exc:
                 raise PipelineError("frame_not_analysed", reason=str(exc)) from exc
             except MemoryError as exc:
-                raise out_of_memory(stats) from exc
+                raise out_of_memory(stats) from exc.with_traceback(None)  # (its frames hold the decoder)
             finally:
                 detection.close()
                 source.close()
@@ -104,7 +104,7 @@ def _first_frame(frames: Iterator[DecodedFrame | None], reporter: ProgressReport
             if reporter.tick():
                 return None, True
     except MemoryError as exc:
-        raise out_of_memory(stats) from exc
+        raise out_of_memory(stats) from exc.with_traceback(None)  # (its frames hold the decoder)
     return None, False
 
 

@@ -83,7 +83,15 @@ class FrameSource:
             if item is _END:
                 return
             if isinstance(item, BaseException):
-                raise item
+                # Raised without a reference from this frame: its traceback holds the decoder's frames (a whole
+                # codec context, 200 MB a picture for a decompression bomb), which must go with the error, not
+                # wait for the garbage collector to find a cycle through this generator.
+                error: BaseException | None = item
+                item = None
+                try:
+                    raise error  # type: ignore[misc]  # (never None here)
+                finally:
+                    error = None
             assert isinstance(item, DecodedFrame)
             yield item
 
@@ -93,6 +101,12 @@ class FrameSource:
             return
         self._stop.set()
         self._thread.join(timeout=0 if self._stalled else 1.0)
+        # Frames decoded ahead and never taken go now, not when the source object is collected.
+        while True:
+            try:
+                self._buffer.get_nowait()
+            except queue.Empty:
+                break
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():

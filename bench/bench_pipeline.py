@@ -424,6 +424,86 @@ def track_recall(
     return out
 
 
+# ----------------------------------------------------------------------------------------------- fragmentation
+
+
+def matched_ids(frames: np.ndarray, boxes: np.ndarray, candidates: list[np.ndarray], min_iou: float = 0.5) -> np.ndarray:
+    """Which candidate (index into `candidates`, -1 = none) has the naive track's box on each of its frames.
+
+    CLEAR MOT's rule: the candidate matched on the previous matched frame keeps the match while its IoU stays
+    >= `min_iou`, else the candidate of highest IoU >= `min_iou` takes it (ties: the earlier candidate), so two
+    pipeline tracks on one place taking turns at the higher IoU do not count as switches while both cover it.
+    """
+    iou = np.zeros((len(candidates), len(frames)))
+    for index, history in enumerate(candidates):
+        h_frames = history[:, 0]
+        if h_frames[-1] < frames[0] or h_frames[0] > frames[-1]:
+            continue
+        (inside, overlap), = _overlaps(frames, boxes, [history])
+        iou[index, inside] = overlap
+    ids = np.full(len(frames), -1, np.int64)
+    previous = -1
+    for column in range(len(frames)):
+        if previous >= 0 and iou[previous, column] >= min_iou:
+            ids[column] = previous
+            continue
+        if len(candidates) and iou[:, column].max() >= min_iou:
+            previous = ids[column] = int(np.argmax(iou[:, column]))
+    return ids
+
+
+def id_switches(ids: np.ndarray) -> int:
+    """Times the matched candidate changes between consecutive matched frames (unmatched frames skipped)."""
+    matched = ids[ids >= 0]
+    return int(np.count_nonzero(matched[1:] != matched[:-1]))
+
+
+def track_fragmentation(
+    naive: dict[str, list[NaiveTrack]],
+    piped: dict[str, list[np.ndarray]],
+    min_iou: float = 0.5,
+) -> dict[str, Any]:
+    """How many pipeline tracks each naive track is cut into, per kind and overall.
+
+    For each naive track, :func:`matched_ids` names the pipeline track covering it (IoU >= `min_iou`) frame by
+    frame.  `matched` = naive tracks covered on at least one frame; `fragmented` = those covered by more than
+    one distinct pipeline track (`fragmented_share` = fragmented / all naive tracks); `tracks_per_matched` =
+    mean distinct pipeline tracks per matched naive track (1.0 = no cuts); `id_switches` = MOT-style changes of
+    the matched pipeline track, summed (a track cut in three that never comes back has 2); `merging` =
+    pipeline tracks matched to more than one naive track (two people joined, or one the reference cut).
+    """
+    out: dict[str, Any] = {}
+    totals = {"naive": 0, "matched": 0, "fragmented": 0, "pipeline_tracks": 0, "id_switches": 0, "merging": 0}
+    for kind in KINDS:
+        candidates = sorted(piped.get(kind, []), key=lambda h: h[0, 0])
+        tracks = naive.get(kind, [])
+        counts = {"naive": len(tracks), "matched": 0, "fragmented": 0, "pipeline_tracks": 0, "id_switches": 0}
+        naive_of_candidate: dict[int, set[int]] = {}
+        for number, track in enumerate(tracks):
+            ids = matched_ids(track.frames, track.boxes, candidates, min_iou)
+            distinct = set(ids[ids >= 0].tolist())
+            for candidate in distinct:
+                naive_of_candidate.setdefault(candidate, set()).add(number)
+            counts["matched"] += bool(distinct)
+            counts["fragmented"] += len(distinct) > 1
+            counts["pipeline_tracks"] += len(distinct)
+            counts["id_switches"] += id_switches(ids)
+        counts["merging"] = sum(len(numbers) > 1 for numbers in naive_of_candidate.values())
+        out[kind] = _fragmentation_figures(counts)
+        for key in totals:
+            totals[key] += counts[key]
+    out["overall"] = _fragmentation_figures(totals)
+    return out
+
+
+def _fragmentation_figures(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        **counts,
+        "fragmented_share": round(counts["fragmented"] / counts["naive"], 4) if counts["naive"] else None,
+        "tracks_per_matched": round(counts["pipeline_tracks"] / counts["matched"], 4) if counts["matched"] else None,
+    }
+
+
 # ----------------------------------------------------------------------------------------------- profiling
 
 

@@ -5,7 +5,9 @@ For each video, in one run:
 1. naive loop: PyAV decode (``processing.decoding.decode_frames``, no prefetch thread), then YOLOv8n at 640
    and RetinaFace at 640 on every frame, ONNX Runtime with ``intra_op_num_threads=1``, one
    ``SimpleIouTracker`` per kind (face, body, car) configured as the pipeline configures its trackers (default
-   settings, motion prediction on); its tracks are the reference; YOLO sees the plain 640x640 letterbox;
+   settings, motion prediction on) but without re-association of lost tracks (session 7), so that the
+   reference is the same for every pipeline tracker; its tracks are the reference; YOLO sees the plain 640x640
+   letterbox;
 2. ``run_pipeline`` with face, body and car detectors on, once per configuration (``--stride``,
    ``--object-size``, ``--face-size``, ``--threads``, ``--workers``; lists are zipped, a single value is
    repeated), tracks collected from the posted events' ``detector_params["history"]`` (``track_send_history``,
@@ -20,14 +22,20 @@ For each video, in one run:
    pipeline's tracks together have its box on at least half of its frames, however they cut it into tracks
    (the naive loop's own tracker swaps identities in a crowd, and that should not count as a miss).
    Two more figures count only some naive tracks: those spanning >= ``--min-track-frames`` frames, and the
-   confirmed ones, found by the detector on >= ``--min-track-detections`` frames (deep_sort's n_init);
+   confirmed ones, found by the detector on >= ``--min-track-detections`` frames (deep_sort's n_init).
+   Fragmentation (:func:`track_fragmentation`): the share of naive tracks covered by more than one pipeline
+   track, pipeline tracks per covered naive track, MOT-style ID switches, and pipeline tracks over more than one
+   naive track (merging: two people joined, or one person the reference cut in two);
 4. x real-time (video duration / wall time) and speedup (naive wall / pipeline wall). Before the naive loop,
    YOLO alone is timed at the pipeline's input, one frame on one thread and two at once (the pipeline's
    detect workers), with its convolutions' GFLOP: the x real-time that stride 1 cannot pass on this machine.
 
 A small profiling section times the stages separately on a few frames (decode, YOLO at several input
 sizes, RetinaFace at 640 and on upper-body crops).  ``--max-frames`` cuts a video by remuxing its first
-packets (stream copy, no re-encode) into a temporary file, so both loops decode the same bytes.
+packets (stream copy, no re-encode) into a temporary file, so both loops decode the same bytes.  A video given
+as ``vtest@640x360@30`` is made from vtest in that folder (scaled, cropped, resampled; never committed).
+``--detections-cache DIR`` records every detection by image bytes; ``--replay naive|all`` takes them from there
+again (the reference without re-detecting it, or every run, to compare trackers on the same detections).
 
 Run from the repository root::
 
@@ -317,6 +325,8 @@ def naive_loop(path: Path, models: ModelPaths, fps: float, filters: dict[str, De
             track_max_duration_frames=0,
             track_interpolate_bboxes=True,
             motion_prediction=True,  # as the pipeline's trackers: the runs differ only in what is detected when
+            # The reference stays sessions 1-6's tracker, so that pipeline trackers are compared against one thing.
+            reassociate_lost=False,
         )
         for kind in KINDS
     }

@@ -203,7 +203,7 @@ class SimpleIouTracker:
         with one of the track's. Pairs are taken nearest first (relative to the track's width).
         """
         lost = np.array([bool(track.missed_frames) for track in tracks])
-        if not lost.any() or len(detections) == 0:
+        if not lost.any() or len(taken) >= len(detections):  # nothing lost, or no row left over
             return []
         frame_index = self._last_frame_index or 0
         last = np.stack([track.last_box for track in tracks])

@@ -174,9 +174,16 @@ FFV_URL_ALLOW_PRIVATE = env_bool("FFV_URL_ALLOW_PRIVATE", False)
 FFV_PROGRESS_INTERVAL = env_float("FFV_PROGRESS_INTERVAL", 1.0, minimum=0.05)
 # A job whose worker has not written a heartbeat for this long is taken to be dead and may be claimed again.
 FFV_JOB_LEASE_SECONDS = env_int("FFV_JOB_LEASE_SECONDS", 120, minimum=2)
-# A job queued this long without being claimed is sent again (its message was lost, e.g. a broker restart).
+# A job queued this long is looked for in the broker, and sent again only if its message is gone (lost in a broker
+# restart); a job merely waiting in line is never sent twice.
 FFV_QUEUE_STALE_SECONDS = env_int("FFV_QUEUE_STALE_SECONDS", 900, minimum=10)
+# Attempts of one job (resumes after a worker crash included); past it the archive ends MISCONFIGURED, so a video
+# that kills its worker (segfault, OOM kill) is not run again forever.
+FFV_JOB_MAX_ATTEMPTS = env_int("FFV_JOB_MAX_ATTEMPTS", 3, minimum=1)
 FFV_SWEEP_INTERVAL = env_float("FFV_SWEEP_INTERVAL", 30.0, minimum=0.5)
+# The decoder watchdog: a source that yields no frame for this long (a stuck demuxer, a server that stops
+# sending) ends its job MISCONFIGURED (`source_stalled`) instead of holding a worker forever. 0 turns it off.
+FFV_DECODE_STALL_SECONDS = env_float("FFV_DECODE_STALL_SECONDS", 60.0, minimum=0.0)
 FFV_LONGEST_JOB_SECONDS = env_int("FFV_LONGEST_JOB_SECONDS", 6 * 3600, minimum=60)
 # Detectors run on every n-th frame; trackers bridge the frames between (see bench/ for the trade-off).
 FFV_DETECT_STRIDE = env_int("FFV_DETECT_STRIDE", 1, minimum=1)
@@ -218,8 +225,14 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "filesystem://"
 CELERY_TASK_DEFAULT_QUEUE = env_str("FFV_DEFAULT_QUEUE", "cpu")
 # The queue process/ sends jobs to: `cpu` or `gpu` by convention, any queue name a worker fleet consumes.
 FFV_PROCESSING_QUEUE = env_str("FFV_PROCESSING_QUEUE", "cpu")
-if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", FFV_PROCESSING_QUEUE):
-    raise ImproperlyConfigured(f"FFV_PROCESSING_QUEUE={FFV_PROCESSING_QUEUE!r} is not a queue name")
+# The sweeper and clustering: short tasks that must not wait behind the processing queue's hours of video.
+# Every deployment runs at least one worker on it (`./dev serve` and docker-compose do).
+FFV_CONTROL_QUEUE = env_str("FFV_CONTROL_QUEUE", "control")
+for _queue_setting in ("FFV_PROCESSING_QUEUE", "FFV_CONTROL_QUEUE"):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", globals()[_queue_setting]):
+        raise ImproperlyConfigured(f"{_queue_setting}={globals()[_queue_setting]!r} is not a queue name")
+if FFV_CONTROL_QUEUE == FFV_PROCESSING_QUEUE:
+    raise ImproperlyConfigured("FFV_CONTROL_QUEUE must differ from FFV_PROCESSING_QUEUE")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
@@ -248,11 +261,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = FFV_LONGEST_JOB_SECONDS
 CELERY_TASK_TIME_LIMIT = FFV_LONGEST_JOB_SECONDS + 300
 CELERY_BEAT_SCHEDULE = {
-    # Sent to the processing queue: every worker of the fleet consumes it, whatever else it consumes.
+    # On the control queue, never behind the jobs it looks after.
     "sweep-jobs": {
         "task": "videos.sweep_jobs",
         "schedule": FFV_SWEEP_INTERVAL,
-        "options": {"queue": FFV_PROCESSING_QUEUE, "expires": FFV_SWEEP_INTERVAL},
+        "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_SWEEP_INTERVAL},
     },
 }
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 4 * 1024 * 1024, minimum=0)

@@ -20,6 +20,7 @@ import os
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class VectorIndex:
         self._vectors = np.zeros((0, dim), dtype=np.float32)
         self._size = 0
         self._rows: dict[int, int] = {}
-        self._hnsw = None  # usearch.index.Index once above exact_limit
+        self._hnsw: Any = None  # usearch.index.Index once above exact_limit
 
     # --- inspection
 
@@ -113,7 +114,7 @@ class VectorIndex:
         """The stored (unit) vectors of `keys`, shape (n, dim); KeyError for a key not in the index."""
         array = _key_array(keys)
         out = np.zeros((array.size, self.dim), dtype=np.float32)
-        in_graph = []
+        in_graph: list[int] = []
         for position, key in enumerate(array.tolist()):
             row = self._rows.get(key)
             if row is not None:
@@ -179,9 +180,9 @@ class VectorIndex:
         return removed
 
     def clear(self) -> None:
-        self.__init__(self.dim, exact_limit=self.exact_limit, delta_limit=self.delta_limit,
-                      connectivity=self.connectivity, expansion_add=self.expansion_add,
-                      expansion_search=self.expansion_search)
+        type(self).__init__(self, self.dim, exact_limit=self.exact_limit, delta_limit=self.delta_limit,
+                            connectivity=self.connectivity, expansion_add=self.expansion_add,
+                            expansion_search=self.expansion_search)
 
     # --- search
 
@@ -218,7 +219,7 @@ class VectorIndex:
                 "delta_limit": self.delta_limit, "connectivity": self.connectivity,
                 "expansion_add": self.expansion_add, "expansion_search": self.expansion_search,
                 "approximate": self.approximate}
-        arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                                          "keys": self._keys[: self._size], "vectors": self._vectors[: self._size]}
         if self._hnsw is not None:
             arrays["hnsw"] = np.frombuffer(bytes(self._hnsw.save()), dtype=np.uint8)

@@ -7,44 +7,56 @@ from pathlib import Path
 from typing import Any
 
 from processing.media import Crop
+from processing.stream_settings import OBJECT_KINDS, defaults_of, detector_defaults
 
-OBJECT_KINDS = ("face", "body", "car")
+# Defaults of keys a caller leaves out: those of the current stream_settings version. The worker passes settings
+# already completed with their own version's defaults (complete_stream_settings), so these only serve callers
+# that build settings by hand (tests, bench/).
+_DETECTOR = defaults_of().detectors["face"]  # the keys every kind shares; from_settings adds the kind's own
+_TOP = defaults_of().top
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """What one object kind's detector, tracker and posting policy do (one entry of `detectors`)."""
+    """What one object kind's detector, tracker and posting policy do (one entry of `detectors`).
+
+    The fields are the keys of processing.stream_settings.DETECTOR_SETTINGS, `roi` parsed. Built directly, a
+    config filters nothing by size or quality (0); `from_settings` gives every omitted key the kind's default.
+    """
 
     kind: str
     roi: Crop | None = None
     filter_min_size: int = 0
-    filter_max_size: int = 8192
+    filter_max_size: int = _DETECTOR["filter_max_size"]
     filter_min_quality: float = 0.0
-    jpeg_quality: int = 95
-    fullframe_use_png: bool = False
-    fullframe_crop_rot: bool = False
-    post_best_track_frame: bool = True
-    post_best_track_normalize: bool = True
-    post_first_track_frame: bool = False
-    post_last_track_frame: bool = False
-    realtime_post_first_immediately: bool = False
-    realtime_post_interval: float = 1.0
-    realtime_post_every_interval: bool = False
-    overall_only: bool = True
-    track_send_history: bool = False
-    tracker_type: str = "simple_iou"
-    track_overlap_threshold: float = 0.25
-    track_miss_interval: float = 1.0
-    track_max_duration_frames: int = 0
-    track_interpolate_bboxes: bool = True
-    track_deep_sort_matching_threshold: float = 0.65
-    track_deep_sort_filter_unconfirmed_tracks: bool = True
+    jpeg_quality: int = _DETECTOR["jpeg_quality"]
+    fullframe_use_png: bool = _DETECTOR["fullframe_use_png"]
+    fullframe_crop_rot: bool = _DETECTOR["fullframe_crop_rot"]
+    post_best_track_frame: bool = _DETECTOR["post_best_track_frame"]
+    post_best_track_normalize: bool = _DETECTOR["post_best_track_normalize"]
+    post_first_track_frame: bool = _DETECTOR["post_first_track_frame"]
+    post_last_track_frame: bool = _DETECTOR["post_last_track_frame"]
+    realtime_post_first_immediately: bool = _DETECTOR["realtime_post_first_immediately"]
+    realtime_post_interval: float = _DETECTOR["realtime_post_interval"]
+    realtime_post_every_interval: bool = _DETECTOR["realtime_post_every_interval"]
+    overall_only: bool = _DETECTOR["overall_only"]
+    track_send_history: bool = _DETECTOR["track_send_history"]
+    tracker_type: str = _DETECTOR["tracker_type"]
+    track_overlap_threshold: float = _DETECTOR["track_overlap_threshold"]
+    # Seconds (fractions allowed); the pipeline turns them into frames at the video's frame rate.
+    track_miss_interval: float = _DETECTOR["track_miss_interval"]
+    track_max_duration_frames: int = _DETECTOR["track_max_duration_frames"]
+    track_interpolate_bboxes: bool = _DETECTOR["track_interpolate_bboxes"]
+    track_deep_sort_matching_threshold: float = _DETECTOR["track_deep_sort_matching_threshold"]
+    track_deep_sort_filter_unconfirmed_tracks: bool = _DETECTOR["track_deep_sort_filter_unconfirmed_tracks"]
 
     @classmethod
     def from_settings(cls, kind: str, values: dict[str, Any]) -> DetectorConfig:
+        """One detector's settings, every omitted key at `kind`'s default of the current version."""
+        values = {**detector_defaults(kind), **values}
         known = {name for name in cls.__dataclass_fields__ if name not in ("kind", "roi")}
         kwargs = {name: value for name, value in values.items() if name in known}
-        return cls(kind=kind, roi=Crop.parse(values.get("roi", "")), **kwargs)
+        return cls(kind=kind, roi=Crop.parse(values["roi"]), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -65,17 +77,17 @@ class PipelineSettings:
     max_pixels: int
     detectors: dict[str, DetectorConfig] = field(default_factory=dict)
     rot: Crop | None = None
-    video_transform: str = ""
-    imotion_threshold: float = 0.0
-    play_speed: float = -1
+    video_transform: str = _TOP["video_transform"]
+    imotion_threshold: float = _TOP["imotion_threshold"]
+    play_speed: float = _TOP["play_speed"]
     # Events' and the statistic's stream timestamp = start_stream_timestamp + (the container's own pts clock when
     # use_stream_timestamp, else seconds from the first frame).
-    start_stream_timestamp: float = 0.0
-    use_stream_timestamp: bool = False
+    start_stream_timestamp: float = _TOP["start_stream_timestamp"]
+    use_stream_timestamp: bool = _TOP["use_stream_timestamp"]
     # With play_speed > 0, frames the pipeline is too late for are dropped (counted in frames_dropped) unless
     # disable_drops; as fast as possible (play_speed -1) never drops.
-    disable_drops: bool = True
-    ffmpeg_format: str = ""
+    disable_drops: bool = _TOP["disable_drops"]
+    ffmpeg_format: str = _TOP["ffmpeg_format"]
     ffmpeg_options: dict[str, str] = field(default_factory=dict)
     progress_interval: float = 1.0
     # Run the detectors on every n-th frame; the trackers bridge and interpolate the frames between.
@@ -96,6 +108,10 @@ class PipelineSettings:
     detect_workers: int = 1
     # Bytes of decoded frames the decode thread may buffer ahead (up to 8 frames): bounds memory for huge frames.
     decode_buffer_bytes: int = 256 * 1024 * 1024
+    # Seconds the decoder may go without handing over a frame (a stuck demuxer, a source that stopped sending)
+    # before the run ends with the `source_stalled` error; 0 = wait for ever. Stop requests and progress reports
+    # go on while it waits.
+    decode_stall_seconds: float = 60.0
     # The worker process's memory limit in bytes (0 = none): a video whose frames cannot fit it fails at once.
     memory_limit_bytes: int = 0
     # The checkpoint a resumed run starts from (Progress.checkpoint of the interrupted run), or None.
@@ -103,25 +119,30 @@ class PipelineSettings:
 
     @classmethod
     def from_stream_settings(cls, stream_settings: dict[str, Any], **kwargs: Any) -> PipelineSettings:
+        """A run of `stream_settings`; omitted keys take the current version's defaults, omitted detectors are off.
+
+        The worker passes settings completed with their own version's defaults (complete_stream_settings).
+        """
+        values = {**_TOP, **stream_settings}
         detectors = {
-            kind: DetectorConfig.from_settings(kind, values)
-            for kind, values in (stream_settings.get("detectors") or {}).items()
-            if kind in OBJECT_KINDS and values is not None
+            kind: DetectorConfig.from_settings(kind, settings)
+            for kind, settings in (values.get("detectors") or {}).items()
+            if kind in OBJECT_KINDS and settings is not None
         }
         options: dict[str, str] = {}
-        tokens = [token for item in stream_settings.get("ffmpeg_params", []) for token in item.split()]
+        tokens = [token for item in values["ffmpeg_params"] for token in item.split()]
         for key, value in zip(tokens[::2], tokens[1::2], strict=False):
             options[key.lstrip("-")] = value
         return cls(
             detectors=detectors,
-            rot=Crop.parse(stream_settings.get("rot", "")),
-            video_transform=stream_settings.get("video_transform", ""),
-            imotion_threshold=float(stream_settings.get("imotion_threshold", 0) or 0),
-            play_speed=float(stream_settings.get("play_speed", -1)),
-            start_stream_timestamp=float(stream_settings.get("start_stream_timestamp", 0) or 0),
-            use_stream_timestamp=bool(stream_settings.get("use_stream_timestamp", False)),
-            disable_drops=bool(stream_settings.get("disable_drops", True)),
-            ffmpeg_format=stream_settings.get("ffmpeg_format", ""),
+            rot=Crop.parse(values["rot"]),
+            video_transform=values["video_transform"],
+            imotion_threshold=float(values["imotion_threshold"] or 0),
+            play_speed=float(values["play_speed"]),
+            start_stream_timestamp=float(values["start_stream_timestamp"] or 0),
+            use_stream_timestamp=bool(values["use_stream_timestamp"]),
+            disable_drops=bool(values["disable_drops"]),
+            ffmpeg_format=values["ffmpeg_format"],
             ffmpeg_options=options,
             **kwargs,
         )

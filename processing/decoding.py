@@ -6,13 +6,14 @@ and counts packets the decoder rejected as soft errors instead of failing the wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
+from processing.errors import reason_of
 from processing.media import MediaError, open_options
 
 
@@ -31,6 +32,7 @@ class DecodeStats:
     height: int = 0
     duration: float | None = None
     fps: float | None = None
+    frames: int | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -39,10 +41,10 @@ def open_video(path: str | Path, *, options: dict[str, str] | None = None, forma
     try:
         container = av.open(str(path), mode="r", format=format_name or None, options=open_options(path, options))
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"the video cannot be opened: {exc}") from exc
+        raise MediaError("source_unreadable", reason=reason_of(exc)) from exc
     if not container.streams.video:
         container.close()
-        raise MediaError("the file has no video stream")
+        raise MediaError("no_video_stream")
     return container
 
 
@@ -55,7 +57,7 @@ def decode_frames(
     format_name: str | None = None,
     max_soft_errors: int = 1000,
     first_index: int = 0,
-) -> Iterator[DecodedFrame]:
+) -> Generator[DecodedFrame, None, None]:
     """Every frame of the video; `stats` fills in as it goes (soft errors, size, duration).
 
     Frames before `first_index` (a resumed run's checkpoint) are decoded, so that indices and timestamps stay
@@ -67,7 +69,7 @@ def decode_frames(
         stream.thread_type = "AUTO"
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > max_pixels:
-            raise MediaError(f"frame size {width}x{height} exceeds the limit of {max_pixels} pixels")
+            raise MediaError("frame_too_large", width=width, height=height, max_pixels=max_pixels)
         stats.width, stats.height = width, height
         time_base = float(stream.time_base) if stream.time_base else None
         start_pts = stream.start_time or 0
@@ -76,6 +78,7 @@ def decode_frames(
         elif container.duration:
             stats.duration = container.duration / av.time_base
         stats.fps = float(stream.average_rate) if stream.average_rate else None
+        stats.frames = int(stream.frames) or None  # as the container's header says (0: it does not say)
         index = 0
         for packet in container.demux(stream):
             try:
@@ -86,7 +89,8 @@ def decode_frames(
                 stats.soft_errors += 1
                 stats.errors.append(str(exc))
                 if stats.soft_errors > max_soft_errors:
-                    raise MediaError(f"too many decoding errors ({stats.soft_errors}), last: {exc}") from exc
+                    raise MediaError("too_many_decoding_errors", count=stats.soft_errors,
+                                     reason=reason_of(exc)) from exc
                 continue
             for frame in frames:
                 if frame.pts is not None and time_base:
@@ -97,7 +101,8 @@ def decode_frames(
                 else:
                     timestamp = stream_time = 0.0
                 if frame.width * frame.height > max_pixels:
-                    raise MediaError(f"a frame of {frame.width}x{frame.height} exceeds the pixel limit")
+                    raise MediaError("frame_too_large", width=frame.width, height=frame.height,
+                                     max_pixels=max_pixels)
                 image = frame.to_ndarray(format="bgr24") if index >= first_index else None
                 yield DecodedFrame(index=index, timestamp=float(timestamp), image=image, stream_time=float(stream_time))
                 index += 1

@@ -109,7 +109,7 @@ class Detections:
             return NotImplemented
         if (self.tracker_id is None) != (other.tracker_id is None) or self.data.keys() != other.data.keys():
             return False
-        pairs = [
+        pairs: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
             (self.xyxy, other.xyxy),
             (self.confidence, other.confidence),
             (self.class_id, other.class_id),
@@ -156,11 +156,13 @@ class Detections:
 
     def with_tracker_id(self, tracker_id: npt.ArrayLike | None) -> Detections:
         """A copy with ``tracker_id`` replaced (``(N,)`` ints, or ``None`` to drop it)."""
-        return Detections(self.xyxy, self.confidence, self.class_id, tracker_id, self.data)
+        return Detections(self.xyxy, self.confidence, self.class_id,
+                          None if tracker_id is None else np.asarray(tracker_id), self.data)
 
     def with_data(self, **arrays: npt.ArrayLike) -> Detections:
         """A copy with extra or replaced ``data`` columns, e.g. ``with_data(embedding=e)``."""
-        return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, {**self.data, **arrays})
+        columns = {name: np.asarray(array) for name, array in arrays.items()}
+        return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, {**self.data, **columns})
 
 
 def box_area(xyxy: npt.ArrayLike) -> npt.NDArray[np.float32]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +26,7 @@ _TRANSFORMS = {
 def apply_transform(frame: npt.NDArray[np.uint8], name: str) -> npt.NDArray[np.uint8]:
     """`video_transform` of stream_settings (FFmpeg's names), applied before anything else."""
     transform = _TRANSFORMS[name]
-    return frame if transform is None else transform(frame)
+    return frame if transform is None else cast("npt.NDArray[np.uint8]", transform(frame))
 
 
 class MotionMeter:

@@ -10,6 +10,8 @@ import av
 import cv2
 import numpy as np
 
+from processing.errors import CodedError, reason_of
+
 GEOMETRY_RE = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
 
 
@@ -31,8 +33,16 @@ def open_options(source: str | Path, extra: dict[str, str] | None = None) -> dic
     return options
 
 
-class MediaError(Exception):
-    """The file is not a video we can read; the message says why, for the user."""
+class MediaError(CodedError):
+    """The file is not a video we can read; `code` and `params` say why (see processing.errors.MESSAGES)."""
+
+
+class CropOutsideFrame(ValueError):
+    """A crop region (`rot`, `roi`) does not lie inside the frame it is applied to."""
+
+    def __init__(self, crop: Crop, frame_width: int, frame_height: int) -> None:
+        self.crop, self.frame_width, self.frame_height = crop, frame_width, frame_height
+        super().__init__(f"crop {crop} lies outside the {frame_width}x{frame_height} frame")
 
 
 @dataclass(frozen=True)
@@ -63,12 +73,13 @@ class Crop:
             raise ValueError(f"{value!r} is not of the form WxH+X+Y")
         return cls(*(int(group) for group in match.groups()))
 
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}+{self.x}+{self.y}"
+
     def apply(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
         if self.width <= 0 or self.height <= 0 or self.x + self.width > width or self.y + self.height > height:
-            raise ValueError(
-                f"crop {self.width}x{self.height}+{self.x}+{self.y} lies outside the {width}x{height} frame"
-            )
+            raise CropOutsideFrame(self, width, height)
         return frame[self.y : self.y + self.height, self.x : self.x + self.width]
 
 
@@ -77,15 +88,15 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
     try:
         with av.open(str(path), mode="r", options=open_options(path)) as container:
             if not container.streams.video:
-                raise MediaError("the file has no video stream")
+                raise MediaError("no_video_stream")
             if _is_still_image(container.format.name):
-                raise MediaError("the file is a still image, not a video")
+                raise MediaError("still_image")
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             if width <= 0 or height <= 0:
-                raise MediaError("the video stream has no frame size")
+                raise MediaError("no_frame_size")
             if width * height > max_pixels:
-                raise MediaError(f"frame size {width}x{height} exceeds the limit of {max_pixels} pixels")
+                raise MediaError("frame_too_large", width=width, height=height, max_pixels=max_pixels)
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -97,9 +108,9 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
                 duration = frames / fps
             first = _first_frame(container, stream)
             if first is None:
-                raise MediaError("no frame of the video could be decoded")
+                raise MediaError("no_decodable_frame")
             if (first.width, first.height) != (width, height) and first.width * first.height > max_pixels:
-                raise MediaError("decoded frame size exceeds the limit")
+                raise MediaError("frame_too_large", width=first.width, height=first.height, max_pixels=max_pixels)
             return MediaInfo(
                 format_name=container.format.name,
                 codec=stream.codec_context.name,
@@ -112,13 +123,13 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
     except MediaError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise MediaError(_unreadable_reason(path)) from exc
+        raise MediaError(_unreadable_code(path)) from exc
 
 
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")
 
 
-def _unreadable_reason(path: str | Path) -> str:
+def _unreadable_code(path: str | Path) -> str:
     """What to tell the user about a file FFmpeg would not open (never the server's temporary path)."""
     try:
         with open(path, "rb") as stream:
@@ -126,8 +137,8 @@ def _unreadable_reason(path: str | Path) -> str:
     except OSError:
         head = b""
     if head.startswith(_IMAGE_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
-        return "the file is a still image, not a video"
-    return "not a readable video in a supported container (mp4, mov, avi, mkv, webm, flv, ts, mpg, wmv, ogv)"
+        return "still_image"
+    return "unsupported_container"
 
 
 def _is_still_image(format_name: str) -> bool:
@@ -150,7 +161,7 @@ def grab_frame(path: str | Path, *, at_fraction: float = 0.1, max_seconds: float
     try:
         with av.open(str(path), mode="r", options=open_options(path)) as container:
             if not container.streams.video:
-                raise MediaError("the file has no video stream")
+                raise MediaError("no_video_stream")
             stream = container.streams.video[0]
             target = None
             if stream.duration and stream.time_base:
@@ -170,12 +181,12 @@ def grab_frame(path: str | Path, *, at_fraction: float = 0.1, max_seconds: float
                 container.seek(0)
                 frame = _first_frame(container, stream)
             if frame is None:
-                raise MediaError("no frame of the video could be decoded")
+                raise MediaError("no_decodable_frame")
             return frame.to_ndarray(format="bgr24")
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
-        raise MediaError(f"not a readable video: {exc}") from exc
+        raise MediaError("source_unreadable", reason=reason_of(exc)) from exc
 
 
 def render_jpeg(
@@ -199,6 +210,6 @@ def render_jpeg(
         frame = cv2.resize(frame, (width, height), interpolation=interpolation)
     ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
-        raise MediaError("the frame could not be encoded as JPEG")
+        raise MediaError("jpeg_encoding_failed")
     out_h, out_w = frame.shape[:2]
     return encoded.tobytes(), out_w, out_h

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from processing.errors import ModelMissing, file_label
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -76,7 +78,7 @@ def get_session(
         session = _sessions.get(key)
         if session is None:
             if not Path(path).is_file():
-                raise FileNotFoundError(f"ONNX model not found: {path}")
+                raise ModelMissing("model_missing", file=file_label(path))
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = intra_op_num_threads
             session = onnxruntime.InferenceSession(path, sess_options=options, providers=list(chosen))

@@ -12,9 +12,9 @@ frames are never copied or mutated, so this costs a few references per open trac
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from processing.config import DetectorConfig
 from processing.detections import Detections
-from processing.trackers.base import Track
+from processing.trackers.base import CheckpointState, Track
 
 # ArcFace's 112x112 landmark template: eyes, nose tip, mouth corners.
 _FACE_TEMPLATE = np.array(
@@ -85,7 +85,11 @@ class _TrackState:
 
 
 class TrackPoster:
-    """Applies one object kind's posting policy to the tracked detections of each analysed frame."""
+    """Applies one object kind's posting policy to the tracked detections of each analysed frame.
+
+    Checkpointable (processing.trackers.Checkpointable): quiet when no track is open; its state is the count
+    of tracks that ended below `filter_min_quality` (`not_posted`).
+    """
 
     def __init__(self, config: DetectorConfig, embed: EmbedFunction | None = None) -> None:
         self.config = config
@@ -96,6 +100,18 @@ class TrackPoster:
     @property
     def open_tracks(self) -> int:
         return len(self._tracks)
+
+    @property
+    def quiet(self) -> bool:
+        return not self._tracks
+
+    def checkpoint(self) -> CheckpointState:
+        if not self.quiet:
+            raise RuntimeError(f"{len(self._tracks)} tracks are open")
+        return {"not_posted": self.not_posted}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.not_posted = int(state.get("not_posted", 0))
 
     def observe(
         self,
@@ -238,8 +254,9 @@ def crop_with_margin(
     crop = image[top:max(bottom, top + 1), left:max(right, left + 1)]
     scale = THUMBNAIL_MAX_SIDE / max(crop.shape[:2])
     if scale < 1:
-        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                          interpolation=cv2.INTER_AREA)
+        crop = cast("npt.NDArray[np.uint8]", cv2.resize(
+            crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA))
     return crop
 
 
@@ -247,8 +264,8 @@ def align_face(image: npt.NDArray[np.uint8], landmarks: npt.NDArray[np.float32])
     """A 112x112 face aligned on its five landmarks (the crop face recognisers expect)."""
     matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float32), _FACE_TEMPLATE, method=cv2.LMEDS)
     if matrix is None:
-        return cv2.resize(image, (112, 112))
-    return cv2.warpAffine(image, matrix, (112, 112), borderValue=0)
+        return cast("npt.NDArray[np.uint8]", cv2.resize(image, (112, 112)))
+    return cast("npt.NDArray[np.uint8]", cv2.warpAffine(image, matrix, (112, 112), borderValue=0))
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int) -> bytes:

@@ -62,7 +62,7 @@ def check_source_url(url: str, *, allowed_hosts: list[str], allow_private: bool,
             infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
         except OSError as exc:
             raise SourceNotAllowed("unresolvable", f"host {host} cannot be resolved: {exc}", host) from exc
-        addresses.extend(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos)
+        addresses.extend(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
     if any(not address.is_global for address in addresses):
         raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)
     return host

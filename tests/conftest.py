@@ -27,6 +27,12 @@ from videos.auth_views import token_create
 from videos.models import CameraGroup
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each test's own queues purged at its end, a session that fails when Redis keeps something of them, the search
+# index in each test's folder, the SQLite test database removed.
+pytest_plugins = ["tests.hygiene"]
+pytest.register_assert_rewrite("tests.hygiene")
+from tests.hygiene import control_queue_of, register_test_queues  # noqa: E402 (after its rewrite is registered)
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -199,7 +205,9 @@ def processing_queue(settings) -> str:
     """A queue of this test's own, so tests never pick up each other's tasks."""
     requires(redis_reachable(redis_url()), "CELERY_BROKER_URL must point at a reachable Redis")
     settings.FFV_PROCESSING_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
+    settings.FFV_CONTROL_QUEUE = control_queue_of(settings.FFV_PROCESSING_QUEUE)
     return settings.FFV_PROCESSING_QUEUE
+
 
 
 def database_url_for_worker() -> str:
@@ -228,6 +236,7 @@ class WorkerProcess:
             "CELERY_BROKER_URL": redis_url(),
             "MEDIA_ROOT": str(media_root),
             "FFV_PROCESSING_QUEUE": queue,
+            "FFV_CONTROL_QUEUE": control_queue_of(queue),
             "FFV_PROGRESS_INTERVAL": "0.2",
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
@@ -236,9 +245,11 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
+        register_test_queues(self.queue, control_queue_of(self.queue))  # purged when the test ends
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q", self.queue,
+            [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q",
+             f"{self.queue},{control_queue_of(self.queue)}",
              "--concurrency", "1", "--pool", "prefork", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-n", f"{self.queue}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
              *(["-B", "--schedule", str(self.log_path.with_suffix(".beat"))] if self.beat else [])],
@@ -264,12 +275,14 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def models_dir() -> Path:
+def models_dir(tmp_path_factory) -> Path:
     """var/models prepared as the setup step does (a hash check when they are there already); in a subprocess,
-    so that no model is loaded into the test process."""
+    so that no model is loaded into the test process. (Its TMPDIR is the run's: onnxruntime leaves a `.ses` file
+    there.)"""
     target = ROOT / "var" / "models"
+    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("prepare-models-tmp"))}
     result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
     return target
 

@@ -214,7 +214,7 @@ def test_reprocessing_takes_the_old_events_out_first(default_group, people, djan
     redone.source_file.name = "videos/x.mp4"
     redone.save()
     with django_capture_on_commit_callbacks(execute=False):
-        services.archive_process(archive_id=redone.pk, enqueue=lambda *args: None)
+        services.archive_process(archive_id=redone.pk, send=lambda *args: None)
     redone.refresh_from_db()
     assert (redone.face_cluster_count, redone.body_cluster_count, redone.car_cluster_count) == (None, None, None)
     assert FaceCluster.objects.get(pk=shared).event_count == 3  # still there until the run starts
@@ -240,12 +240,12 @@ def test_reprocessing_takes_the_old_events_out_first(default_group, people, djan
 
 def test_job_finish_enqueues_clustering_on_commit(default_group, monkeypatch, django_capture_on_commit_callbacks):
     archive = make_archive(default_group, JobState.IN_PROGRESS)
-    archive.job_task_id = "t-1"
+    archive.job_task_id, archive.job_claim = "t-1", "claim-1"
     archive.save()
     sent: list[int] = []
     monkeypatch.setattr(jobs, "enqueue_clustering", sent.append)
-    job = jobs.ClaimedJob(archive_id=archive.pk, task_id="t-1", camera_group_id=default_group.pk, source_name="",
-                          url=None, stream_settings={})
+    job = jobs.ClaimedJob(archive_id=archive.pk, task_id="t-1", claim="claim-1", camera_group_id=default_group.pk,
+                          source_name="", url=None, stream_settings={})
     with django_capture_on_commit_callbacks(execute=True):
         jobs.job_finish(job, JobState.COMPLETED)
     assert sent == [archive.pk]

@@ -48,7 +48,10 @@ def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
 @pytest.fixture
 def server_env(tmp_path) -> Iterator[dict[str, str]]:
     """Environment of a server with a migrated database of its own and its own media and var folders."""
-    env = {**os.environ, "FFV_VAR_DIR": str(tmp_path / "var"), "MEDIA_ROOT": str(tmp_path / "server-media"),
+    var_dir = tmp_path / "var"
+    # Made here, as `./dev` makes var/: on SQLite the database file goes in it and SQLite makes no folder.
+    var_dir.mkdir()
+    env = {**os.environ, "FFV_VAR_DIR": str(var_dir), "MEDIA_ROOT": str(tmp_path / "server-media"),
            "PYTHONPATH": str(ROOT), "DJANGO_DEBUG": "false"}
     cfg = connection.settings_dict
     dbname = None
@@ -183,6 +186,17 @@ def run_client(client: Client, index: int, video: bytes, start: threading.Barrie
         if status == 204:
             deleted.append(mine[0])
         client.request("GET", f"/videos/{mine[0]}/", "GET /videos/{id}/ (deleted)")
+
+
+def test_the_server_gets_a_migrated_database_of_its_own(server_env):
+    """The fixture's own setup, fast: it failed on SQLite when nothing had made the var folder before."""
+    assert Path(server_env["FFV_VAR_DIR"]).is_dir()
+    if connection.vendor == "sqlite":
+        assert "DATABASE_URL" not in server_env
+        assert (Path(server_env["FFV_VAR_DIR"]) / "db.sqlite3").is_file()
+    else:
+        assert server_env["DATABASE_URL"].endswith(f"/test_concurrency_{os.getpid()}")
+    assert "[X] 0001_initial" in manage(server_env, "showmigrations", "videos")
 
 
 EXPECTED = {"POST /videos/": 201, "PUT /videos/{id}/upload/source_file/": 201, "GET /videos/": 200,

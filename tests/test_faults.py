@@ -129,12 +129,12 @@ _QUEUE_ARCHIVE = """
 import json
 from pathlib import Path
 from videos.models import CameraGroup
-from videos.serializers.stream_settings import complete_stream_settings
+from processing.stream_settings import complete_stream_settings, current_version
 from videos.services import archive_create, archive_process, archive_upload_source
 args = json.loads(Path({args!r}).read_text())
 group, _ = CameraGroup.objects.get_or_create(pk=1, defaults={{"name": "Default Camera Group"}})
-archive = archive_create(data={{"camera_group": group, "name": args["name"],
-                                "stream_settings": complete_stream_settings(args["stream_settings"])}})
+settings = complete_stream_settings(args["stream_settings"], version=current_version())
+archive = archive_create(data={{"camera_group": group, "name": args["name"], "stream_settings": settings}})
 path = Path(args["path"])
 with path.open("rb") as reader:
     archive_upload_source(archive_id=archive.pk, reader=reader, size=path.stat().st_size)
@@ -250,9 +250,10 @@ def test_progress_finish_and_event_writes_reconnect_after_their_connection_was_d
     # The end-to-end test above hits these at random points; here each one meets a dead connection for sure.
     requires(connection.vendor == "postgresql", "DATABASE_URL must name PostgreSQL")
     archive = VideoArchive.objects.create(camera_group=default_group, name="x", job_state=JobState.IN_PROGRESS,
-                                          job_task_id="task", job_starts=1, stream_settings={})
-    job = jobs.ClaimedJob(archive_id=archive.pk, task_id="task", camera_group_id=default_group.pk, source_name="",
-                          url=None, stream_settings={})
+                                          job_task_id="task", job_claim="claim", job_starts=1,
+                                          stream_settings={})
+    job = jobs.ClaimedJob(archive_id=archive.pk, task_id="task", claim="claim", camera_group_id=default_group.pk,
+                          source_name="", url=None, stream_settings={})
     posted = PostedObject(kind="body", track_id=1, policy="best", frame_index=7, timestamp=0.28, box=(1, 2, 30, 40),
                           quality=0.9, confidence=0.9, thumbnail=b"jpeg", fullframe=b"jpeg", fullframe_format="jpg",
                           normalized=None, detector_params={})
@@ -417,7 +418,7 @@ def test_a_job_whose_message_a_redis_restart_lost_is_sent_again_by_the_sweeper(
         recovered_in = time.monotonic() - lost_at
     finally:
         worker.stop()
-    assert "long-queued job re-sent" in worker.log()
+    assert "the broker lost the queued job's message; re-sent" in worker.log()
     figures = {"messages_lost": 1, "recovered_in_s": round(recovered_in, 1)}
     record_property("faults", figures)
     print("FIGURES", figures)

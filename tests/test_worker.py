@@ -96,9 +96,9 @@ def test_a_duplicate_delivery_of_the_task_does_not_run_the_job_twice(api, defaul
     archive = VideoArchive.objects.get(pk=archive_id)
 
     # Redeliver the same task id (as Redis does after a visibility timeout): the job is not ours to claim.
-    from videos.services import enqueue_processing
+    from videos.broker import send_processing
 
-    enqueue_processing(archive_id, archive.job_task_id)
+    send_processing(archive_id, archive.job_task_id)
     assert wait_for(lambda: "nothing to do" in worker.log(), timeout=30), worker.log()
     archive.refresh_from_db()
     assert archive.job_state == JobState.COMPLETED

@@ -1,7 +1,10 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from videos.event_services import event_delete
+from videos.job_messages import render_job_message
 from videos.models import (
+    BUSY_STATES,
     AuthToken,
     BodyCluster,
     BodyEvent,
@@ -14,7 +17,7 @@ from videos.models import (
     FaceEvent,
     VideoArchive,
 )
-from videos.services import archive_delete
+from videos.services import JOB_INPUT_FIELDS, archive_delete
 
 
 @admin.register(CameraGroup)
@@ -42,10 +45,21 @@ class VideoArchiveAdmin(admin.ModelAdmin):
                     "body_count", "car_count", "created_date"]
     list_filter = ["job_state", "camera_group"]
     search_fields = ["name"]
-    readonly_fields = ["created_date", "modified_date", "job_state", "job_starts", "job_task_id", "job_worker",
-                       "job_heartbeat", "job_msg", "job_checkpoint", "queued_date", "processing_start_date",
-                       "processing_finish_date", "statistic", "file_size", "source_len", "face_count",
-                       "body_count", "car_count"]
+    readonly_fields = ["created_date", "modified_date", "job_state", "job_starts", "job_task_id", "job_claim",
+                       "job_purge_pending", "job_worker", "job_heartbeat", "job_message", "job_checkpoint",
+                       "queued_date", "processing_start_date", "processing_finish_date", "statistic", "file_size",
+                       "source_len", "face_count", "body_count", "car_count"]
+    exclude = ["job_msg_code", "job_msg_params"]
+
+    @admin.display(description=_("Job message"))
+    def job_message(self, obj: VideoArchive) -> str:
+        return render_job_message(obj.job_msg_code, obj.job_msg_params)
+
+    def get_readonly_fields(self, request, obj=None):
+        # What a queued or running job runs from stays as it is until the job ends (as PATCH answers 409).
+        if obj is not None and obj.job_state in BUSY_STATES:
+            return [*self.readonly_fields, *JOB_INPUT_FIELDS, "source_file"]
+        return self.readonly_fields
 
     # Through the service, as DELETE /videos/{id}/ does: events leave their clusters and files are removed.
     def delete_model(self, request, obj) -> None:

@@ -33,6 +33,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
 
 from processing.clustering import ClusteringResult, ClusterState, Item, assign_clusters
+from videos.broker import send_clustering
 from videos.models import BUSY_STATES, CLUSTER_MODELS, EVENT_MODELS, JobState, VideoArchive
 
 logger = logging.getLogger(__name__)
@@ -272,14 +273,9 @@ def _sum_of(events) -> np.ndarray:
 
 
 def enqueue_clustering(archive_id: int) -> None:
-    """Send the clustering task; a broker failure is logged and left to `clustering_sweep`."""
-    from videos.tasks import cluster_archive as cluster_archive_task
-
+    """Send the clustering task (control queue); a broker failure is logged and left to `clustering_sweep`."""
     try:
-        cluster_archive_task.apply_async(
-            args=[archive_id], queue=settings.FFV_PROCESSING_QUEUE, retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-        )
+        send_clustering(archive_id)
     except (OperationalError, KombuError, OSError):
         logger.exception("video archive %s: cannot enqueue clustering; the sweep will send it again", archive_id)
 

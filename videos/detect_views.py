@@ -23,10 +23,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from processing.stream_settings import detector_defaults
 from videos.detections import faces_detect
 from videos.errors import BadParam, PayloadTooLarge, UnsupportedMediaType
 from videos.models import FaceDetection
-from videos.serializers.stream_settings import FaceDetectorSettingsSerializer
 
 IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png")
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the photo
@@ -66,7 +66,7 @@ class DetectedFaceSerializer(serializers.Serializer):
     features = serializers.SerializerMethodField()
 
     def get_low_quality(self, detection: FaceDetection) -> bool:
-        return detection.quality < FaceDetectorSettingsSerializer.default_min_quality
+        return detection.quality < detector_defaults("face")["filter_min_quality"]
 
     def get_features(self, detection: FaceDetection) -> dict:
         return {}

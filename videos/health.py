@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 from django.utils.translation import gettext_lazy as _
 
+from videos.job_messages import render_job_message
 from videos.models import JobState, VideoArchive
 
 OBJECT_KINDS = ("face", "body", "car")
@@ -36,6 +37,7 @@ CODE_DESCRIPTIONS = {
     "INPROGRESS": _("Video is being processed"),
     "INPROGRESS_SOFT_ERRORS": _("Video is being processed, with decoding errors"),
     "COMPLETED": _("Video processing is completed"),
+    "COMPLETED_WITH_WARNING": _("Video processing is completed, but part of the video could not be analysed"),
     "MISCONFIGURED": _("Video processing failed"),
     "INTERRUPTED": _("Video processing was interrupted"),
 }
@@ -98,7 +100,9 @@ def health_status(archive: VideoArchive) -> HealthStatus:
         status = "INPROGRESS"
         code, desc_key = ("yellow", "INPROGRESS_SOFT_ERRORS") if soft_errors else ("green", "INPROGRESS")
     elif state == JobState.COMPLETED:
-        status, code, desc_key = "COMPLETED", "green", "COMPLETED"
+        # A completed job with a message (most of the video undecodable) is yellow: done, but not done well.
+        status = "COMPLETED"
+        code, desc_key = ("yellow", "COMPLETED_WITH_WARNING") if archive.job_msg_code else ("green", "COMPLETED")
     elif state == JobState.FAILED:
         status, code, desc_key = "MISCONFIGURED", "red", "MISCONFIGURED"
     elif state == JobState.INTERRUPTED:
@@ -117,7 +121,7 @@ def health_status(archive: VideoArchive) -> HealthStatus:
     return HealthStatus(
         enabled=state in (JobState.QUEUED, JobState.STARTING, JobState.IN_PROGRESS),
         status=status,
-        msg=archive.job_msg,
+        msg=render_job_message(archive.job_msg_code, archive.job_msg_params),
         statistic=statistic,
         code=code,
         code_desc=str(CODE_DESCRIPTIONS[desc_key]),

@@ -1,7 +1,17 @@
-"""The worker's side of a processing job: claim it, report progress, finish it. Called by videos.tasks.
+"""A processing job's whole lifecycle, in one place: queue, claim, report, finish, sweep.
 
-Every write is a conditional UPDATE on (archive id, task id, running state), so a stale or duplicate delivery
-of the task can neither start a second run nor overwrite the state of the run that owns the job.
+Used by the API (`archive_process`), the Celery tasks (`process_archive`, `sweep_jobs`) and `manage.py
+process_video`. The job's state lives on the archive row:
+
+- `job_queue` starts a job: a new task id, `job_purge_pending` set (a new job replaces the previous results).
+- `job_claim` starts an attempt: a compare-and-set that takes a queued job, or a running one whose heartbeat ran
+  out (its worker died), and writes a new claim token. The attempt that finds `job_purge_pending` purges the
+  previous results in the same transaction; any later attempt resumes from the checkpoint. Past
+  FFV_JOB_MAX_ATTEMPTS the job ends MISCONFIGURED instead.
+- Every write of the attempt (`job_report`, events, `job_finish`) names its claim token, so a worker whose job
+  was taken over writes nothing more and stops at its next report.
+- `jobs_sweep` (beat, on the control queue) re-sends jobs whose heartbeat ran out, and queued jobs whose message
+  the broker no longer holds; never a job merely waiting in line.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,19 +28,25 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from kombu.exceptions import KombuError
+from kombu.exceptions import OperationalError as BrokerError
 
 from processing.config import ModelPaths, PipelineSettings
 from processing.media import MediaError
 from processing.pipeline import PipelineError, Progress, run_pipeline
 from processing.posting import PostedObject
 from processing.sources import SourceNotAllowed, check_source_url
-from videos.clusters import enqueue_clustering, uncluster_archive
+from processing.stream_settings import complete_stream_settings
+from videos import broker
+from videos.clusters import enqueue_clustering, lock_clusters, uncluster_archive
+from videos.errors import Conflict, NotFound, ServiceUnavailable
 from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
-from videos.models import RUNNING_STATES, JobState, VideoArchive
-from videos.serializers.stream_settings import complete_stream_settings
+from videos.job_messages import safe_params
+from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
@@ -74,57 +91,157 @@ def _survives_dropped_connections(write: Callable[_P, _T]) -> Callable[_P, _T]:
     return retrying
 
 
+CLUSTER_COUNTS = ("face_cluster_count", "body_cluster_count", "car_cluster_count")
+# A share of the container's frames under which a completed job says that most of the video was not decoded.
+FEW_FRAMES_SHARE = 0.5
+
+
+# --- queueing
+
+
+def job_queue(*, archive_id: int, send: Callable[[int, str], None] | None = broker.send_processing) -> str:
+    """Queue a new job for the archive and return its task id; the message is sent once that is committed.
+
+    A new job replaces the previous run's results: its first attempt purges them (`job_purge_pending`). With
+    `send=None` nothing is sent (`manage.py process_video` runs the job itself). If the broker cannot take the
+    message the archive goes back to exactly what it was and the caller gets ServiceUnavailable (503).
+    """
+    with transaction.atomic():
+        archive = VideoArchive.objects.select_for_update().filter(pk=archive_id).first()
+        if archive is None:
+            raise NotFound(_("Video archive %(id)s not found.") % {"id": archive_id})
+        if not archive.has_source:
+            raise Conflict(_("The video archive has no source: upload a file or set its url first."))
+        if archive.job_state in BUSY_STATES:
+            raise Conflict(_("The video archive is already queued or being processed."))
+        restore = {name: getattr(archive, name) for name in
+                   ("job_state", "job_task_id", "job_starts", "job_claim", "job_purge_pending", "queued_date",
+                    *CLUSTER_COUNTS)}
+        task_id = uuid.uuid4().hex
+        VideoArchive.objects.filter(pk=archive_id).update(
+            job_state=JobState.QUEUED, job_task_id=task_id, job_starts=0, job_claim="", job_purge_pending=True,
+            stop_requested=False, queued_date=timezone.now(), modified_date=timezone.now(),
+            # Unknown until the new run's events are clustered.
+            **{name: None for name in CLUSTER_COUNTS},
+        )
+        if send is not None:
+            def send_on_commit() -> None:
+                try:
+                    send(archive_id, task_id)
+                except (BrokerError, KombuError, OSError) as exc:
+                    logger.error("video archive %s: cannot enqueue task %s: %s", archive_id, task_id, exc)
+                    VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=JobState.QUEUED).update(
+                        **restore
+                    )
+                    raise ServiceUnavailable(_("The task queue is unavailable, try again later.")) from exc
+
+            transaction.on_commit(send_on_commit)
+    return task_id
+
+
+# --- one attempt
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     archive_id: int
     task_id: str
+    claim: str  # this attempt's token; every write names it
     camera_group_id: int
     source_name: str
     url: str | None
     stream_settings: dict[str, Any]
+    stream_settings_version: int = 1  # whose defaults complete them (processing.stream_settings)
+    attempt: int = 1
     resumed: bool = False
     checkpoint: dict[str, Any] | None = None  # where a resumed run starts (Progress.checkpoint)
 
 
-def _owned(archive_id: int, task_id: str):
-    return VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state__in=RUNNING_STATES)
+def _owned(archive_id: int, claim: str):
+    return VideoArchive.objects.filter(pk=archive_id, job_claim=claim, job_state__in=RUNNING_STATES)
+
+
+def _lease_expired() -> Any:
+    return timezone.now() - timedelta(seconds=settings.FFV_JOB_LEASE_SECONDS)
 
 
 def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | None:
-    """Take a queued job, or one whose worker stopped sending heartbeats (it died); None if not ours to run."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.FFV_JOB_LEASE_SECONDS)
-    claimable = Q(job_state=JobState.QUEUED) | Q(job_state__in=RUNNING_STATES, job_heartbeat__lt=stale)
-    claimed = VideoArchive.objects.filter(claimable, pk=archive_id, job_task_id=task_id).update(
-        job_state=JobState.STARTING,
-        job_starts=F("job_starts") + 1,
-        job_worker=worker,
-        job_heartbeat=now,
-        processing_start_date=now,
-        processing_finish_date=None,
-        job_msg="",
-    )
-    if not claimed:
+    """Start an attempt of the job `task_id`: None when it is not ours to run (finished, stopped, superseded by a
+    newer job, or running with a live heartbeat elsewhere) or when its attempts are used up (then it failed)."""
+    peek = VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id).values("job_purge_pending").first()
+    if peek is None:
         return None
-    archive = VideoArchive.objects.get(pk=archive_id)
-    resumed = archive.job_starts > 1
-    if not resumed:
-        # A new job: the results of an earlier run of this archive go first.
-        uncluster_archive(archive_id=archive_id)  # out of their clusters first: centroids must lose them
-        events_purge(archive_id=archive_id)
-        VideoArchive.objects.filter(pk=archive_id).update(
-            statistic=empty_statistic(), face_count=0, body_count=0, car_count=0, job_checkpoint={}
+    claim = uuid.uuid4().hex
+    now = timezone.now()
+    with transaction.atomic():
+        if peek["job_purge_pending"]:
+            # Purging takes archives out of clusters: the clusters lock comes before the archive's row lock, the
+            # order clustering takes them in (videos.clusters), so the two cannot deadlock.
+            lock_clusters()
+        archive = VideoArchive.objects.select_for_update().filter(pk=archive_id, job_task_id=task_id).first()
+        if archive is None:
+            return None
+        claimable = archive.job_state == JobState.QUEUED or (
+            archive.job_state in RUNNING_STATES
+            and (archive.job_heartbeat is None or archive.job_heartbeat < _lease_expired())
         )
+        if not claimable:
+            return None
+        if archive.job_starts >= settings.FFV_JOB_MAX_ATTEMPTS:
+            _end_exhausted(archive)
+            return None
+        purge = archive.job_purge_pending
+        if purge and not peek["job_purge_pending"]:
+            lock_clusters()  # set since the peek (a new job queued meanwhile): still in the right order
+        if purge:
+            # A new job: the previous run's results go first, in the claim's transaction, so no attempt can
+            # ever see half of them or take a re-run for a resume.
+            uncluster_archive(archive_id=archive_id)
+            events_purge(archive_id=archive_id)
+            archive.statistic = empty_statistic()
+            archive.face_count = archive.body_count = archive.car_count = 0
+            archive.job_checkpoint = {}
+            archive.job_purge_pending = False
+        archive.job_state = JobState.STARTING
+        archive.job_starts += 1
+        archive.job_claim = claim
+        archive.job_worker = worker[:256]
+        archive.job_heartbeat = now
+        archive.processing_start_date = now
+        archive.processing_finish_date = None
+        archive.job_msg_code, archive.job_msg_params = "", {}
+        archive.save(update_fields=[
+            "job_state", "job_starts", "job_claim", "job_worker", "job_heartbeat", "processing_start_date",
+            "processing_finish_date", "job_msg_code", "job_msg_params", "statistic", "face_count", "body_count",
+            "car_count", "job_checkpoint", "job_purge_pending",
+        ])
+    resumed = not purge
     return ClaimedJob(
         archive_id=archive_id,
         task_id=task_id,
+        claim=claim,
         camera_group_id=archive.camera_group_id,
         source_name=archive.source_file.name,
         url=archive.url,
         stream_settings=archive.stream_settings,
+        stream_settings_version=archive.stream_settings_version,
+        attempt=archive.job_starts,
         resumed=resumed,
         checkpoint=(archive.job_checkpoint or {}).get("resume") if resumed else None,
     )
+
+
+def _end_exhausted(archive: VideoArchive) -> None:
+    """The job's attempts are used up (each ended with its worker gone): it fails, and is never sent again."""
+    ended = VideoArchive.objects.filter(pk=archive.pk, job_task_id=archive.job_task_id,
+                                        job_state=archive.job_state).update(
+        job_state=JobState.FAILED, job_claim="", job_msg_code="attempts_exhausted",
+        job_msg_params={"attempts": archive.job_starts}, processing_finish_date=timezone.now(), stop_requested=False,
+    )
+    if ended:
+        logger.error("video archive %s task %s: %d attempts ended with their worker gone; the job failed",
+                     archive.pk, archive.job_task_id, archive.job_starts)
+        transaction.on_commit(lambda: enqueue_clustering(archive.pk))
 
 
 @_survives_dropped_connections
@@ -132,7 +249,7 @@ def job_report(job: ClaimedJob, progress: Progress) -> bool:
     """Write statistic and heartbeat; True while the job should go on (not stopped, not deleted, still ours)."""
     statistic = {**empty_statistic(), **progress.as_statistic()}
     counts = event_counts(job.archive_id)
-    updated = _owned(job.archive_id, job.task_id).update(
+    updated = _owned(job.archive_id, job.claim).update(
         job_state=JobState.IN_PROGRESS,
         face_count=counts["face"],
         body_count=counts["body"],
@@ -147,13 +264,17 @@ def job_report(job: ClaimedJob, progress: Progress) -> bool:
                         "resume": progress.checkpoint},
     )
     if not updated:
+        logger.warning("video archive %s task %s: claim %s lost (stopped, deleted or taken over); stopping",
+                       job.archive_id, job.task_id, job.claim)
         return False
     return not VideoArchive.objects.filter(pk=job.archive_id, stop_requested=True).exists()
 
 
 @_survives_dropped_connections
-def job_finish(job: ClaimedJob, state: JobState, msg: str = "", progress: Progress | None = None) -> None:
-    """End the job; counts and `*_posted` come from the event rows, which a replay cannot inflate."""
+def job_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[str, Any] | None = None,
+               progress: Progress | None = None) -> bool:
+    """End the attempt (and the job); counts and `*_posted` come from the event rows, which a replay cannot
+    inflate. False when the claim was lost meanwhile: then nothing is written."""
     counts = event_counts(job.archive_id)
     fields: dict[str, Any] = {"face_count": counts["face"], "body_count": counts["body"], "car_count": counts["car"]}
     if progress is not None:
@@ -162,23 +283,50 @@ def job_finish(job: ClaimedJob, state: JobState, msg: str = "", progress: Progre
             statistic[f"{KIND_PLURALS[kind]}_posted"] = count
             statistic["objects"][kind]["posted"] = count
         fields["statistic"] = statistic
-    finished = _owned(job.archive_id, job.task_id).update(
-        job_state=state, job_msg=msg[:4000], processing_finish_date=timezone.now(), stop_requested=False, **fields
+    finished = _owned(job.archive_id, job.claim).update(
+        job_state=state, job_msg_code=code, job_msg_params=safe_params(params),
+        processing_finish_date=timezone.now(), stop_requested=False, **fields,
     )
     if finished:  # its events go into clusters (videos.clusters), sent once the end of the job is committed
         transaction.on_commit(lambda: enqueue_clustering(job.archive_id))
+    return bool(finished)
+
+
+def _completion(progress: Progress) -> tuple[JobState, str, dict[str, Any]]:
+    """How a run that went to the end of its source ends: nothing decoded is a failure, a small part a warning."""
+    decoded = progress.frames_processed + progress.frames_dropped
+    if decoded == 0:
+        return JobState.FAILED, "no_frames", {}
+    expected = progress.frames_expected
+    if expected and decoded < FEW_FRAMES_SHARE * expected:
+        return JobState.COMPLETED, "few_frames", {"decoded": decoded, "expected": int(expected)}
+    return JobState.COMPLETED, "", {}
+
+
+def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    """The code and parameters of a failure the user can act on."""
+    if isinstance(exc, SourceNotAllowed):
+        return f"url_{exc.reason}", {"host": exc.host or ""}
+    code = getattr(exc, "code", "")
+    if code:
+        return code, dict(getattr(exc, "params", {}) or {})
+    if isinstance(exc, FileNotFoundError):
+        return "model_missing", {"file": exc.filename or str(exc)}
+    if isinstance(exc, MemoryError):
+        return "out_of_memory", {}
+    return "internal_error", {"error": type(exc).__name__}
 
 
 def run_job(
     *, archive_id: int, task_id: str, worker: str, watch: Callable[[Progress], None] | None = None
 ) -> JobState | None:
-    """Claim and run the job; returns its final state, or None when it was not ours to run."""
+    """Claim and run an attempt of the job; returns its final state, or None when it was not ours to run."""
     job = job_claim(archive_id=archive_id, task_id=task_id, worker=worker)
     if job is None:
         logger.info("video archive %s task %s: nothing to do (not queued for this task)", archive_id, task_id)
         return None
-    logger.info("video archive %s task %s: %s on %s", archive_id, task_id,
-                "resuming" if job.resumed else "starting", worker)
+    logger.info("video archive %s task %s: %s attempt %d on %s", archive_id, task_id,
+                "resuming" if job.resumed else "starting", job.attempt, worker)
     state = {"go_on": True}
 
     def on_progress(progress: Progress) -> None:
@@ -187,7 +335,10 @@ def run_job(
             watch(progress)
 
     def on_event(posted: PostedObject) -> bool:
-        return _event_store(job, posted)
+        stored = _event_store(job, posted)
+        if stored is None:
+            state["go_on"] = False  # the claim is gone: stop at the next progress check
+        return bool(stored)
 
     try:
         if job.source_name:
@@ -201,50 +352,70 @@ def run_job(
             result = run_pipeline(_pipeline_settings(job, job.url), on_progress=on_progress,
                                   should_stop=lambda: not state["go_on"], on_event=on_event)
         else:
-            raise MediaError("the archive has no source")
-    except SourceNotAllowed as exc:
-        logger.warning("video archive %s task %s: source refused: %s", archive_id, task_id, exc)
-        job_finish(job, JobState.FAILED, f"the url cannot be opened: {exc}")
-        return JobState.FAILED
-    except (MediaError, PipelineError) as exc:
-        logger.warning("video archive %s task %s: failed: %s", archive_id, task_id, exc)
-        job_finish(job, JobState.FAILED, str(exc))
-        return JobState.FAILED
-    except FileNotFoundError as exc:
-        logger.error("video archive %s task %s: %s", archive_id, task_id, exc)
-        job_finish(job, JobState.FAILED, f"{exc} (run `manage.py prepare_models` on this worker)")
-        return JobState.FAILED
-    except MemoryError:
-        logger.error("video archive %s task %s: out of memory", archive_id, task_id)
-        job_finish(job, JobState.FAILED, "the job needs more memory than this worker may use "
-                                         "(FFV_WORKER_MEMORY_LIMIT_MB)")
+            raise MediaError("source_missing")
+    except (SourceNotAllowed, MediaError, PipelineError, FileNotFoundError, MemoryError) as exc:
+        code, params = _failure(exc)
+        logger.warning("video archive %s task %s: failed (%s): %s", archive_id, task_id, code, exc)
+        job_finish(job, JobState.FAILED, code, params)
         return JobState.FAILED
     except Exception as exc:
         logger.exception("video archive %s task %s: unexpected failure", archive_id, task_id)
-        job_finish(job, JobState.FAILED, f"internal error: {exc}")
+        job_finish(job, JobState.FAILED, "internal_error", {"error": type(exc).__name__})
         raise
-    final = JobState.INTERRUPTED if result.stopped else JobState.COMPLETED
-    job_finish(job, final, progress=result.progress)
-    logger.info("video archive %s task %s: %s after %d frames", archive_id, task_id,
-                final.value, result.progress.frames_processed)
+    if result.stopped:
+        final, code, params = JobState.INTERRUPTED, "", {}
+    else:
+        final, code, params = _completion(result.progress)
+    if not job_finish(job, final, code, params, progress=result.progress):
+        logger.warning("video archive %s task %s: attempt %d ended without its claim", archive_id, task_id,
+                       job.attempt)
+        return None
+    logger.info("video archive %s task %s: %s after %d frames%s", archive_id, task_id, final.value,
+                result.progress.frames_processed, f" ({code})" if code else "")
     return final
 
 
-def _event_store(job: ClaimedJob, posted: PostedObject) -> bool:
-    """videos.events.event_store, tried again when its connection dropped under it.
+class _ClaimLost(Exception):
+    pass
 
-    event_store logs and swallows database errors; a dropped connection shows as the connection having been
-    replaced (Django reconnects when the insert's transaction ends) or being unusable.
+
+class _NotStored(Exception):
+    pass
+
+
+def _event_store(job: ClaimedJob, posted: PostedObject) -> bool | None:
+    """videos.events.event_store under the attempt's claim, tried again when its connection dropped under it.
+
+    True when stored, False when it could not be (storage, data: counted as failed), None when the claim is
+    gone (the job was stopped, re-queued or taken over): then nothing is written. The claim is checked with the
+    archive's row locked, so a new job's purge cannot slip between the check and the insert.
     """
     for delay in (*DB_RETRY_DELAYS, None):
-        before = connection.connection
-        if event_store(archive_id=job.archive_id, camera_group_id=job.camera_group_id, posted=posted):
+        try:
+            with transaction.atomic():
+                if not _owned(job.archive_id, job.claim).select_for_update().exists():
+                    raise _ClaimLost
+                if not event_store(archive_id=job.archive_id, camera_group_id=job.camera_group_id, posted=posted):
+                    raise _NotStored
             return True
-        dropped = before is not None and (connection.connection is not before or not connection.is_usable())
-        if delay is None or not dropped or connection.in_atomic_block:
-            return False  # not the connection (storage, data): counted as failed by the pipeline
-        _reconnect("event store", job.archive_id, delay, "connection dropped")
+        except _ClaimLost:
+            return None
+        except _NotStored:
+            if delay is None or not _connection_dropped():
+                return False  # not the connection (storage, data): counted as failed by the pipeline
+            _reconnect("event store", job.archive_id, delay, "connection dropped")
+        except (OperationalError, InterfaceError) as exc:
+            if delay is None:
+                return False
+            _reconnect("event store", job.archive_id, delay, exc)
     return False
+
+
+def _connection_dropped() -> bool:
+    try:
+        return connection.connection is None or not connection.is_usable()
+    except DatabaseError:
+        return True
 
 
 def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
@@ -253,7 +424,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
     # the checkpoint and the crash post the same events again and the uniqueness rule drops them (see
     # videos.events.event_store). Without a checkpoint (a track was open all along) it replays from the start.
     return PipelineSettings.from_stream_settings(
-        complete_stream_settings(job.stream_settings),
+        complete_stream_settings(job.stream_settings, version=job.stream_settings_version),
         source=path,
         models=ModelPaths(
             face=Path(settings.FFV_FACE_MODEL),
@@ -264,6 +435,7 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
         resume_from=job.checkpoint,
         max_pixels=settings.FFV_MAX_FRAME_PIXELS,
         progress_interval=settings.FFV_PROGRESS_INTERVAL,
+        decode_stall_seconds=settings.FFV_DECODE_STALL_SECONDS,
         detect_stride=settings.FFV_DETECT_STRIDE,
         face_search=settings.FFV_FACE_SEARCH,
         face_crop_size=settings.FFV_FACE_CROP_SIZE,
@@ -276,26 +448,54 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
     )
 
 
-def jobs_sweep(*, enqueue: Callable[[int, str], None]) -> list[int]:
-    """Re-send jobs whose task went missing: running ones whose worker died (no heartbeat within the lease),
-    and queued ones whose message the broker lost. Claiming is a compare-and-set, so a job re-sent while its
-    first message still exists runs once; the second delivery finds nothing to do.
+
+def jobs_sweep(*, enqueue: Callable[[int, str], None] = broker.send_processing,
+               holds: Callable[[str, str], bool | None] = broker.broker_holds) -> list[int]:
+    """Re-send jobs whose message went missing; returns the archives re-sent.
+
+    - Running jobs whose heartbeat is older than the lease (their worker died): back to QUEUED with the same task
+      id and re-sent; the next attempt resumes them, or fails them once FFV_JOB_MAX_ATTEMPTS are used up.
+    - Queued jobs only when they have waited longer than FFV_QUEUE_STALE_SECONDS and the broker says their message
+      is gone (lost in a broker restart without persistence). A job merely waiting in line is never re-sent, and
+      where the broker cannot be asked, nothing is assumed lost.
+    Claiming is a compare-and-set, so even a message sent twice runs the job once.
     """
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.FFV_JOB_LEASE_SECONDS)
-    long_queued = now - timedelta(seconds=settings.FFV_QUEUE_STALE_SECONDS)
+    stale = _lease_expired()
     resent: list[int] = []
     dead = VideoArchive.objects.filter(job_state__in=RUNNING_STATES, job_heartbeat__lt=stale)
-    lost = VideoArchive.objects.filter(job_state=JobState.QUEUED, queued_date__lt=long_queued)
-    for archive_id, task_id, state in [*dead.values_list("pk", "job_task_id", "job_state"),
-                                       *lost.values_list("pk", "job_task_id", "job_state")]:
+    for archive_id, task_id, state, claim, starts in dead.values_list(
+        "pk", "job_task_id", "job_state", "job_claim", "job_starts"
+    ):
+        current = VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=state, job_claim=claim,
+                                              job_heartbeat__lt=stale)
+        if starts >= settings.FFV_JOB_MAX_ATTEMPTS:
+            with transaction.atomic():
+                archive = current.select_for_update().first()
+                if archive is not None:
+                    _end_exhausted(archive)
+            continue
         # Back to QUEUED (same task id) only if nobody touched the row meanwhile.
-        moved = VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=state).filter(
-            Q(job_heartbeat__lt=stale) | Q(job_state=JobState.QUEUED)
-        ).update(job_state=JobState.QUEUED, queued_date=now)
+        if current.update(job_state=JobState.QUEUED, job_claim="", queued_date=now):
+            logger.warning("video archive %s task %s: worker gone (no heartbeat for %s s); job re-sent",
+                           archive_id, task_id, settings.FFV_JOB_LEASE_SECONDS)
+            enqueue(archive_id, task_id)
+            resent.append(archive_id)
+    long_queued = now - timedelta(seconds=settings.FFV_QUEUE_STALE_SECONDS)
+    waiting = VideoArchive.objects.filter(job_state=JobState.QUEUED, queued_date__lt=long_queued)
+    for archive_id, task_id in waiting.values_list("pk", "job_task_id"):
+        try:
+            held = holds(task_id, settings.FFV_PROCESSING_QUEUE)
+        except (BrokerError, KombuError, OSError) as exc:
+            logger.warning("sweep: cannot ask the broker about task %s: %s", task_id, exc)
+            break
+        if held is not False:
+            continue  # waiting in line (or unknowable): never sent twice
+        moved = VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=JobState.QUEUED).update(
+            queued_date=now)
         if moved:
-            logger.warning("video archive %s task %s: %s job re-sent", archive_id, task_id,
-                           "orphaned" if state in RUNNING_STATES else "long-queued")
+            logger.warning("video archive %s task %s: the broker lost the queued job's message; re-sent",
+                           archive_id, task_id)
             enqueue(archive_id, task_id)
             resent.append(archive_id)
     return resent

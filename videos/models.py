@@ -78,6 +78,8 @@ class VideoArchive(models.Model):
     # Where events are forwarded in the FindFace family; kept for the `save_to` filter, set in the admin.
     save_to = models.CharField(max_length=2048, null=True, blank=True, db_index=True)
     stream_settings = models.JSONField(default=dict)
+    # The processing.stream_settings version whose defaults complete stream_settings (set whenever they are written).
+    stream_settings_version = models.PositiveSmallIntegerField(default=1)
     created_date = models.DateTimeField(auto_now_add=True, db_index=True)
     modified_date = models.DateTimeField(auto_now=True)
 
@@ -88,11 +90,22 @@ class VideoArchive(models.Model):
     # Job state; see videos.health for how it becomes the API's health_status.
     job_state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.IDLE, db_index=True)
     stop_requested = models.BooleanField(default=False)
+    # Attempts a worker started of the current job (resumes included); capped by FFV_JOB_MAX_ATTEMPTS.
     job_starts = models.PositiveIntegerField(default=0)
+    # The job: set by process/ (the Celery task id of its messages, re-sent with the same id by the sweeper).
     job_task_id = models.CharField(max_length=64, blank=True, default="")
+    # The attempt: a new token at every claim; every write of a worker names it, so a worker whose claim was
+    # taken over (its heartbeat ran out) writes nothing more and stops.
+    job_claim = models.CharField(max_length=64, blank=True, default="")
+    # Set when a job is queued (process/, process_video); the first claim purges the previous run's results in
+    # the same transaction and clears it. A claim that finds it clear resumes from the checkpoint.
+    job_purge_pending = models.BooleanField(default=False)
     job_worker = models.CharField(max_length=256, blank=True, default="")
     job_heartbeat = models.DateTimeField(null=True, blank=True, db_index=True)
-    job_msg = models.TextField(blank=True, default="")
+    # Why the job failed, or what went wrong in a job that completed: a code of videos.job_messages and its
+    # parameters, rendered in the request's language (never server paths).
+    job_msg_code = models.CharField(max_length=64, blank=True, default="")
+    job_msg_params = models.JSONField(default=dict, blank=True)
     job_checkpoint = models.JSONField(default=dict, blank=True)
     queued_date = models.DateTimeField(null=True, blank=True)
     processing_start_date = models.DateTimeField(null=True, blank=True)

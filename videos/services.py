@@ -14,21 +14,20 @@ from django.core.cache import cache
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
-from kombu.exceptions import KombuError, OperationalError
 
 from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
+from processing.stream_settings import current_version, default_stream_settings
+from videos import broker
 from videos.clusters import uncluster_archive
-from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType
 from videos.events import events_purge
+from videos.jobs import job_queue
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
-from videos.serializers.stream_settings import default_stream_settings
 from videos.storage import local_path
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_COUNTS = ("face_cluster_count", "body_cluster_count", "car_cluster_count")
 UPLOAD_CONTENT_TYPES = ("application/octet-stream", "multipart/form-data")
 # File extensions by the demuxer PyAV recognised, so stored names say what they hold.
 EXTENSIONS = {"mov": "mp4", "mp4": "mp4", "avi": "avi", "matroska": "mkv", "flv": "flv", "mpegts": "ts",
@@ -46,13 +45,32 @@ def _get_archive(archive_id: int, *, lock: bool = False) -> VideoArchive:
 def archive_create(*, data: dict[str, Any]) -> VideoArchive:
     data = dict(data)
     data.setdefault("stream_settings", default_stream_settings())
+    data["stream_settings_version"] = current_version()
     return VideoArchive.objects.create(**data)
 
 
+# What a job runs from: these may not change while one is queued or running, or its attempts (a resume after a
+# worker crash) would mix two configurations. The source file is guarded by upload and delete the same way.
+JOB_INPUT_FIELDS = ("url", "stream_settings", "camera_group")
+
+
 def archive_update(*, archive: VideoArchive, data: dict[str, Any]) -> VideoArchive:
-    for key, value in data.items():
-        setattr(archive, key, value)
-    archive.save(update_fields=[*data.keys(), "modified_date"])
+    """Write the fields given; 409 when it would change what a queued or running job runs from."""
+    if "stream_settings" in data:
+        # Settings written now are complete (every key validated or defaulted): they are of the current version.
+        data = {**data, "stream_settings_version": current_version()}
+    with transaction.atomic():
+        current = _get_archive(archive.pk, lock=True)
+        changed = [name for name in JOB_INPUT_FIELDS if name in data and data[name] != getattr(current, name)]
+        if changed and current.job_state in BUSY_STATES:
+            raise Conflict(
+                _("The video archive is queued or being processed: %(fields)s cannot change until its job ends "
+                  "(stop it first).") % {"fields": ", ".join(changed)},
+                param=changed[0],
+            )
+        for key, value in data.items():
+            setattr(archive, key, value)
+        archive.save(update_fields=[*data.keys(), "modified_date"])
     return archive
 
 
@@ -184,56 +202,10 @@ def _copy_stream(reader: BinaryIO, target: BinaryIO, size: int) -> int:
 # --- processing
 
 
-def archive_process(*, archive_id: int, enqueue: Callable[[int, str], None] | None = None) -> VideoArchive:
-    """Queue the archive for processing; the task is sent only once the queued state is committed.
-
-    If the broker cannot take the task the archive goes back to its previous state and the client gets 503.
-    """
-    enqueue = enqueue or enqueue_processing
-    with transaction.atomic():
-        archive = _get_archive(archive_id, lock=True)
-        if not archive.has_source:
-            raise Conflict(_("The video archive has no source: upload a file or set its url first."))
-        if archive.job_state in BUSY_STATES:
-            raise Conflict(_("The video archive is already queued or being processed."))
-        previous = {"job_state": archive.job_state, "job_task_id": archive.job_task_id,
-                    "job_starts": archive.job_starts, **{field: getattr(archive, field) for field in CLUSTER_COUNTS}}
-        task_id = uuid.uuid4().hex
-        archive.job_state = JobState.QUEUED
-        archive.job_task_id = task_id
-        archive.job_starts = 0  # a new job: the worker purges the previous results when it starts it
-        archive.stop_requested = False
-        archive.queued_date = timezone.now()
-        for field in CLUSTER_COUNTS:  # unknown until the new run's events are clustered
-            setattr(archive, field, None)
-        archive.save(update_fields=["job_state", "job_task_id", "job_starts", "stop_requested", "queued_date",
-                                    *CLUSTER_COUNTS, "modified_date"])
-
-        def send() -> None:
-            try:
-                enqueue(archive_id, task_id)
-            except (OperationalError, KombuError, OSError) as exc:
-                logger.error("video archive %s: cannot enqueue task %s: %s", archive_id, task_id, exc)
-                # Back to exactly what it was: the job never existed.
-                VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=JobState.QUEUED).update(
-                    **previous
-                )
-                raise ServiceUnavailable(_("The task queue is unavailable, try again later.")) from exc
-
-        transaction.on_commit(send)
-    return archive
-
-
-def enqueue_processing(archive_id: int, task_id: str) -> None:
-    from videos.tasks import process_archive
-
-    process_archive.apply_async(
-        args=[archive_id],
-        task_id=task_id,
-        queue=settings.FFV_PROCESSING_QUEUE,
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-    )
+def archive_process(*, archive_id: int, send: Callable[[int, str], None] = broker.send_processing) -> VideoArchive:
+    """Queue a new job for the archive (videos.jobs.job_queue); 503 when the broker cannot take it."""
+    job_queue(archive_id=archive_id, send=send)
+    return _get_archive(archive_id)
 
 
 def archive_stop(*, archive_id: int) -> VideoArchive:

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 from videos import clusters, jobs
-from videos.services import enqueue_processing
 
 logger = logging.getLogger(__name__)
 
 
+# Sent by name from videos.broker (no module imports this one). The job's state and its attempts live on the
+# archive row (videos.jobs); a redelivered message finds nothing to claim.
 @shared_task(name="videos.process_archive", bind=True, acks_late=True, reject_on_worker_lost=True)
 def process_archive(self, archive_id: int) -> None:
-    jobs.run_job(archive_id=archive_id, task_id=self.request.id, worker=self.request.hostname or "")
+    # The pool process's pid too: which process of a host runs the job, for operators (admin) and for kill -9.
+    jobs.run_job(archive_id=archive_id, task_id=self.request.id,
+                 worker=f"{self.request.hostname or ''} pid {os.getpid()}")
 
 
 @shared_task(name="videos.sweep_jobs", acks_late=False, ignore_result=True)
 def sweep_jobs() -> list[int]:
     """Periodic (celery beat): re-send jobs whose worker died or whose message was lost."""
-    resent = jobs.jobs_sweep(enqueue=enqueue_processing)
+    resent = jobs.jobs_sweep()
     try:
         clusters.clustering_sweep()  # and clustering that never ran (its message lost)
     except (OperationalError, InterfaceError):
@@ -41,6 +45,6 @@ def cluster_archive(archive_id: int) -> None:
 def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
     # A worker that starts after a crash picks the orphaned jobs up without waiting for the next beat.
     try:
-        jobs.jobs_sweep(enqueue=enqueue_processing)
+        jobs.jobs_sweep()
     except Exception:
         logger.exception("job sweep at worker start failed")

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -295,7 +296,7 @@ class RetinaFaceDetector:
         if frame.ndim == 3 and frame.shape[2] == 1:
             frame = frame[:, :, 0]
         if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            frame = cast("npt.NDArray[np.uint8]", cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
             raise ValueError(f"expected an (H, W, 3) BGR frame, got shape {frame.shape}")
         width, height = self.input_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -68,7 +69,7 @@ def _parse_input_size(input_size: int | str | Sequence[int]) -> tuple[int, int]:
     return width, height
 
 
-def _parse_classes(classes: Mapping[int | str, str]) -> tuple[tuple[str, ...], list[list[int]]]:
+def _parse_classes(classes: Mapping[int, str] | Mapping[int | str, str]) -> tuple[tuple[str, ...], list[list[int]]]:
     """``{COCO id or name: our name}`` -> (our class names, COCO ids per our class id)."""
     if not classes:
         raise ValueError("classes must map at least one COCO class")
@@ -249,7 +250,7 @@ def _as_bgr(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]
     if frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        frame = cast("npt.NDArray[np.uint8]", cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"expected an (H, W, 3) BGR frame, got shape {frame.shape}")
     return frame

@@ -58,7 +58,8 @@ class OnnxCropEmbedder:
 
 
 def l2_normalise(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    rows = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+    array = np.asarray(vectors, dtype=np.float32)
+    rows = array.reshape(len(array), -1)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -67,7 +68,7 @@ def crop_box(frame: npt.NDArray[np.uint8], box: npt.ArrayLike, margin: float = 0
              square: bool = False) -> npt.NDArray[np.uint8]:
     """The box (grown by ``margin`` of its size on each side, squared around its centre when asked), clipped to
     the frame; a box that falls outside gives a 2x2 black patch instead of an empty array."""
-    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box).reshape(4))
     width, height = x2 - x1, y2 - y1
     if square:
         side = max(width, height)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from processing.embedders.base import OnnxCropEmbedder, crop_box, register_embedder
+from processing.errors import ModelMissing, file_label
 
 INPUT_SIZE = 160
 DIM = 512
@@ -41,7 +42,7 @@ def face_batch(frame_bgr: npt.NDArray[np.uint8], boxes: npt.ArrayLike) -> npt.ND
         crop = crop_box(frame_bgr, box, margin=MARGIN / 2, square=True)
         face = cv2.cvtColor(cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR),
                             cv2.COLOR_BGR2RGB)
-        faces[row] = prewhiten(face).transpose(2, 0, 1)
+        faces[row] = prewhiten(cast("npt.NDArray[np.uint8]", face)).transpose(2, 0, 1)
     return faces
 
 
@@ -54,8 +55,7 @@ class FaceNetEmbedder(OnnxCropEmbedder):
         if Path(model_path).suffix == ".pb":
             # Before OpenCV 5.1 removed its TensorFlow importer, the graph itself was the model file; a missing
             # model to the callers (the API answers 503, a job MISCONFIGURED), with what to run.
-            raise FileNotFoundError(f"{model_path} is the TensorFlow graph: FaceNet runs as ONNX now; "
-                                    f"`manage.py prepare_models` writes facenet.onnx from it")
+            raise ModelMissing("model_obsolete", file=file_label(model_path))
         super().__init__(model_path, **options)
 
     def batch(self, frame_bgr: npt.NDArray[np.uint8], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

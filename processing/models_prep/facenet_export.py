@@ -64,6 +64,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
     while pos < len(data):
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
@@ -121,6 +122,7 @@ def _tensor(data: bytes) -> np.ndarray:
     if dtype is None:
         raise GraphFormatError(f"constant of TensorFlow dtype {dtype_code}")
     count = int(np.prod(dims)) if dims else 1
+    array: np.ndarray
     if content:
         array = np.frombuffer(content, dtype=dtype).copy()
     else:
@@ -425,7 +427,7 @@ def build_onnx(nodes: list[TFNode], *, opset: int = DEFAULT_OPSET) -> onnx.Model
                 axes = np.array([_NHWC_TO_NCHW_AXIS[int(a) % 4] for a in axes], np.int64)
             keep = int(bool(node.attrs.get("keep_dims", 0)))
             values[name] = _Value(g.op1("ReduceSum", [x.name, g.const(axes, f"{name}.axes")], name, out=out,
-                                        keepdims=keep), x.rank if keep else x.rank - len(axes), x.nchw and keep)
+                                        keepdims=keep), x.rank if keep else x.rank - len(axes), x.nchw and bool(keep))
         else:
             raise GraphFormatError(f"{name}: op {op} is not supported")
 

@@ -432,7 +432,7 @@ class _Graph:
         self._taken.add(name)
         return name
 
-    def const(self, value: np.ndarray | Sequence[float] | Sequence[int], hint: str) -> str:
+    def const(self, value: np.ndarray | np.generic | Sequence[float] | Sequence[int], hint: str) -> str:
         name = self.name(hint)
         self.initializers.append(self._numpy_helper.from_array(np.asarray(value), name))
         return name

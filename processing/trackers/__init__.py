@@ -1,6 +1,8 @@
 """Trackers: the ``Tracker`` protocol, the ``Track`` record, a registry by name and the built-ins."""
 
 from processing.trackers.base import (
+    Checkpointable,
+    CheckpointState,
     EndReason,
     Track,
     Tracker,
@@ -12,6 +14,8 @@ from processing.trackers.deep_sort import DeepSortTracker
 from processing.trackers.simple_iou import SimpleIouTracker
 
 __all__ = [
+    "CheckpointState",
+    "Checkpointable",
     "DeepSortTracker",
     "EndReason",
     "SimpleIouTracker",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -56,8 +57,35 @@ class Track:
         return self.frame_indices[~self.interpolated]
 
 
+#: What `Checkpointable.checkpoint` returns: JSON-serialisable (it is saved with the job's progress).
+CheckpointState = dict[str, Any]
+
+
 @runtime_checkable
-class Tracker(Protocol):
+class Checkpointable(Protocol):
+    """A stage whose state a run resumed at a quiet point restores.
+
+    A quiet point is a frame after which nothing is open (no track, no pending post): what happens after it
+    depends only on the few numbers `checkpoint` returns (the next track id, counters), not on the frames
+    before, so a run that restores them and starts at the next frame posts what the uninterrupted run posts.
+    """
+
+    @property
+    def quiet(self) -> bool:
+        """True when nothing is open: a checkpoint taken now loses nothing."""
+        ...
+
+    def checkpoint(self) -> CheckpointState:
+        """The state to restore after a quiet point; raises RuntimeError when not `quiet`."""
+        ...
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a `checkpoint` of an earlier run (called on a fresh instance, before any frame)."""
+        ...
+
+
+@runtime_checkable
+class Tracker(Checkpointable, Protocol):
     """Links per-frame detections into tracks; one instance per video stream.
 
     ``update`` must be called with strictly increasing ``frame_index`` (frames may be skipped,

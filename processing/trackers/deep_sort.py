@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from processing.detections import Detections
 from processing.trackers.base import EndReason, register_tracker
-from processing.trackers.simple_iou import SimpleIouTracker, _OpenTrack, greedy_pairs
+from processing.trackers.simple_iou import DEFAULTS, SimpleIouTracker, _OpenTrack, greedy_pairs
 
 N_INIT = 3
 GALLERY_SIZE = 20
@@ -42,13 +42,13 @@ class DeepSortTracker(SimpleIouTracker):
     def __init__(
         self,
         *,
-        track_overlap_threshold: float = 0.25,
+        track_overlap_threshold: float = DEFAULTS["track_overlap_threshold"],
         track_miss_interval: int = 1,
-        track_max_duration_frames: int = 0,
-        track_interpolate_bboxes: bool = True,
+        track_max_duration_frames: int = DEFAULTS["track_max_duration_frames"],
+        track_interpolate_bboxes: bool = DEFAULTS["track_interpolate_bboxes"],
         motion_prediction: bool = True,
-        track_deep_sort_matching_threshold: float = 0.65,
-        track_deep_sort_filter_unconfirmed_tracks: bool = True,
+        track_deep_sort_matching_threshold: float = DEFAULTS["track_deep_sort_matching_threshold"],
+        track_deep_sort_filter_unconfirmed_tracks: bool = DEFAULTS["track_deep_sort_filter_unconfirmed_tracks"],
         n_init: int = N_INIT,
     ) -> None:
         if not 0.0 <= track_deep_sort_matching_threshold <= 1.0:

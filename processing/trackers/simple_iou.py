@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections, box_iou_batch
-from processing.trackers.base import EndReason, Track, register_tracker
+from processing.stream_settings import defaults_of
+from processing.trackers.base import CheckpointState, EndReason, Track, register_tracker
+
+# The stream_settings defaults of the knobs (current version). `track_miss_interval` is not among them: the
+# setting is in seconds, the tracker counts frames (the pipeline converts at the video's frame rate).
+DEFAULTS = defaults_of().detectors["face"]
 
 # Re-association of lost tracks (SimpleIouTracker._reassociate): how far from its path, in widths of its last box, a
 # lost track may take a row; the cosine similarity rows with embeddings need; how many recent embeddings count.
@@ -37,7 +44,10 @@ class _OpenTrack:
         return (self.last_box + self.velocity * (frame_index - self.last_frame)).astype(np.float32)
 
 
-def _readonly(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+_Array = TypeVar("_Array", bound=npt.NDArray[Any])
+
+
+def _readonly(array: _Array) -> _Array:
     array.flags.writeable = False
     return array
 
@@ -85,10 +95,10 @@ class SimpleIouTracker:
     def __init__(
         self,
         *,
-        track_overlap_threshold: float = 0.25,
+        track_overlap_threshold: float = DEFAULTS["track_overlap_threshold"],
         track_miss_interval: int = 1,
-        track_max_duration_frames: int = 0,
-        track_interpolate_bboxes: bool = True,
+        track_max_duration_frames: int = DEFAULTS["track_max_duration_frames"],
+        track_interpolate_bboxes: bool = DEFAULTS["track_interpolate_bboxes"],
         motion_prediction: bool = False,
         reassociate_lost: bool = True,
     ) -> None:
@@ -126,6 +136,19 @@ class SimpleIouTracker:
         """Ids of tracks that may still continue."""
         return list(self._open)
 
+    # Checkpointable: at a quiet point only the numbering carries over.
+    @property
+    def quiet(self) -> bool:
+        return not self._open and not self._finished
+
+    def checkpoint(self) -> CheckpointState:
+        if not self.quiet:
+            raise RuntimeError(f"tracks are open or not popped: {self.open_track_ids}")
+        return {"next_id": self._next_id}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.next_id = int(state.get("next_id", 1))
+
     def update(self, detections: Detections, frame_index: int) -> Detections:
         """Assign ``tracker_id`` to every row of ``detections`` found on ``frame_index``."""
         frame_index = int(frame_index)
@@ -159,7 +182,7 @@ class SimpleIouTracker:
         for track, reason in sorted(closing, key=lambda item: item[0].track_id):
             self._close(track, reason)
 
-        for row in np.flatnonzero(ids == 0):
+        for row in np.flatnonzero(ids == 0).tolist():
             ids[row] = self._start(detections[int(row)], frame_index)
         return detections.with_tracker_id(ids)
 

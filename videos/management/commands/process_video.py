@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
-import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
 from processing.pipeline import Progress
-from videos.jobs import run_job
-from videos.models import BUSY_STATES, JobState, VideoArchive
+from videos.errors import ApiError
+from videos.job_messages import render_job_message
+from videos.jobs import job_queue, run_job
+from videos.models import JobState, VideoArchive
 
 
 class Command(BaseCommand):
@@ -24,15 +25,11 @@ class Command(BaseCommand):
             raise CommandError(f"video archive {archive_id} does not exist")
         if not archive.has_source:
             raise CommandError(f"video archive {archive_id} has no source")
-        task_id = f"manage-{uuid.uuid4().hex}"
-        # The same claim as process/: refused while a worker has the job.
-        taken = (
-            VideoArchive.objects.filter(pk=archive_id)
-            .exclude(job_state__in=BUSY_STATES)
-            .update(job_state=JobState.QUEUED, job_task_id=task_id, stop_requested=False)
-        )
-        if not taken:
-            raise CommandError(f"video archive {archive_id} is queued or being processed elsewhere")
+        # A new job, as process/ queues one (its first attempt purges the previous results), run here.
+        try:
+            task_id = job_queue(archive_id=archive_id, send=None)
+        except ApiError as exc:
+            raise CommandError(f"video archive {archive_id}: {exc.desc}") from exc
         total = archive.source_len or 0.0
 
         def watch(progress: Progress) -> None:
@@ -47,9 +44,10 @@ class Command(BaseCommand):
         final = run_job(archive_id=archive_id, task_id=task_id, worker=f"manage.py@{socket.gethostname()}",
                         watch=watch)
         archive.refresh_from_db()
+        message = render_job_message(archive.job_msg_code, archive.job_msg_params)
         self.stdout.write("")
         self.stdout.write(f"video archive {archive_id}: {final.value if final else 'not run'}"
-                          f"{': ' + archive.job_msg if archive.job_msg else ''}; faces {archive.face_count}, "
+                          f"{': ' + message if message else ''}; faces {archive.face_count}, "
                           f"bodies {archive.body_count}, cars {archive.car_count}")
         if final == JobState.FAILED:
-            raise CommandError(archive.job_msg or "processing failed")
+            raise CommandError(message or "processing failed")

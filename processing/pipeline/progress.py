@@ -1,0 +1,154 @@
+"""The run's counters (`Progress`) and the stage that reports them, throttled. No Django here."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from processing.config import OBJECT_KINDS
+from processing.decoding import DecodeStats
+
+KIND_PLURALS = {"face": "faces", "body": "bodies", "car": "cars"}
+
+
+@dataclass
+class KindCounters:
+    posted: int = 0
+    failed: int = 0
+    not_posted: int = 0
+
+
+@dataclass
+class Progress:
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    frames_imotion_skipped: int = 0
+    processed_duration: float = 0.0
+    last_stream_timestamp: float = 0.0
+    processing_fps: float = 0.0
+    decoding_soft_errors: int = 0
+    frame_width: int = 0
+    frame_height: int = 0
+    source_len: float | None = None
+    # Frames the container says it holds (duration x frame rate), when it says: a run that decodes far fewer
+    # (a truncated or damaged file) is told apart from one that saw the whole video.
+    frames_expected: int | None = None
+    objects: dict[str, KindCounters] = field(default_factory=lambda: {k: KindCounters() for k in OBJECT_KINDS})
+    # The last quiet point (an analysed frame after which no track was open): where a resumed run starts.
+    checkpoint: dict[str, Any] | None = None
+    resumed_from_frame: int | None = None
+
+    def frame_counters(self) -> dict[str, int]:
+        """How many frames were processed, dropped and skipped as still so far."""
+        return {
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "frames_imotion_skipped": self.frames_imotion_skipped,
+        }
+
+    def counters(self) -> dict[str, Any]:
+        """What a resumed run restores (see `checkpoint`)."""
+        return {
+            **self.frame_counters(),
+            "objects": {kind: dataclasses.asdict(c) for kind, c in self.objects.items()},
+        }
+
+    def restore(self, counters: Mapping[str, Any]) -> None:
+        self.frames_processed = int(counters.get("frames_processed", 0))
+        self.frames_dropped = int(counters.get("frames_dropped", 0))
+        self.frames_imotion_skipped = int(counters.get("frames_imotion_skipped", 0))
+        for kind, values in (counters.get("objects") or {}).items():
+            if kind in self.objects:
+                self.objects[kind] = KindCounters(**{k: int(v) for k, v in values.items()})
+
+    def as_statistic(self) -> dict[str, Any]:
+        statistic: dict[str, Any] = {"processed_duration": round(self.processed_duration, 3)}
+        for kind, counters in self.objects.items():
+            plural = KIND_PLURALS[kind]
+            statistic[f"{plural}_posted"] = counters.posted
+            statistic[f"{plural}_failed"] = counters.failed
+            statistic[f"{plural}_not_posted"] = counters.not_posted
+        statistic.update(
+            {
+                "processing_fps": round(self.processing_fps, 2),
+                "frames_dropped": self.frames_dropped,
+                "frames_processed": self.frames_processed,
+                "frames_imotion_skipped": self.frames_imotion_skipped,
+                "decoding_soft_errors": self.decoding_soft_errors,
+                "frame_width": self.frame_width,
+                "frame_height": self.frame_height,
+                "last_stream_timestamp": round(self.last_stream_timestamp, 3),
+                "objects": {
+                    kind: {"posted": c.posted, "failed": c.failed, "not_posted": c.not_posted}
+                    for kind, c in self.objects.items()
+                },
+            }
+        )
+        return statistic
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    progress: Progress
+    stopped: bool
+
+
+class NotPostedCounts(Protocol):
+    def not_posted(self) -> Mapping[str, int]:
+        """Tracks of each kind that ended below their quality filter so far."""
+        ...
+
+
+class ProgressReporter:
+    """Fills `progress` from the decoder's stats and hands it to `on_progress` about every `interval` seconds,
+    asking `should_stop` each time (the job's heartbeat: a stop request is honoured, the lease renewed).
+
+    `tick` is called after every decoded frame and whenever the decoder keeps the loop waiting, so reports go
+    on while a slow source is waited for.
+    """
+
+    def __init__(self, progress: Progress, stats: DecodeStats, *, interval: float,
+                 on_progress: Callable[[Progress], None], should_stop: Callable[[], bool]) -> None:
+        self.progress = progress
+        self.stats = stats
+        self.interval = interval
+        self.on_progress = on_progress
+        self.should_stop = should_stop
+        self.counts: NotPostedCounts | None = None
+        self.start(time.monotonic())
+
+    def start(self, started: float) -> None:
+        """Measure processing_fps (and the next report) from `started`: when the models are loaded."""
+        self.started = self.last_report = started
+
+    def tick(self) -> bool:
+        """Report when `interval` has passed since the last report; True when the run is asked to stop."""
+        now = time.monotonic()
+        if now - self.last_report < self.interval:
+            return False
+        self._fill(now)
+        self.on_progress(self.progress)
+        self.last_report = now
+        return self.should_stop()
+
+    def final(self) -> None:
+        self._fill(time.monotonic())
+        self.on_progress(self.progress)
+
+    def _fill(self, now: float) -> None:
+        progress, stats = self.progress, self.stats
+        elapsed = now - self.started
+        progress.decoding_soft_errors = stats.soft_errors
+        progress.frame_width, progress.frame_height = stats.width, stats.height
+        progress.source_len = stats.duration
+        if stats.frames:
+            progress.frames_expected = stats.frames
+        elif stats.duration and stats.fps:
+            progress.frames_expected = round(stats.duration * stats.fps)
+        progress.processing_fps = progress.frames_processed / elapsed if elapsed > 0 else 0.0
+        if self.counts is not None:
+            for kind, count in self.counts.not_posted().items():
+                progress.objects[kind].not_posted = count

@@ -5,7 +5,9 @@ For each video, in one run:
 1. naive loop: PyAV decode (``processing.decoding.decode_frames``, no prefetch thread), then YOLOv8n at 640
    and RetinaFace at 640 on every frame, ONNX Runtime with ``intra_op_num_threads=1``, one
    ``SimpleIouTracker`` per kind (face, body, car) configured as the pipeline configures its trackers (default
-   settings, motion prediction on); its tracks are the reference; YOLO sees the plain 640x640 letterbox;
+   settings, motion prediction on) but without re-association of lost tracks (session 7), so that the
+   reference is the same for every pipeline tracker; its tracks are the reference; YOLO sees the plain 640x640
+   letterbox;
 2. ``run_pipeline`` with face, body and car detectors on, once per configuration (``--stride``,
    ``--object-size``, ``--face-size``, ``--threads``, ``--workers``; lists are zipped, a single value is
    repeated), tracks collected from the posted events' ``detector_params["history"]`` (``track_send_history``,
@@ -20,14 +22,20 @@ For each video, in one run:
    pipeline's tracks together have its box on at least half of its frames, however they cut it into tracks
    (the naive loop's own tracker swaps identities in a crowd, and that should not count as a miss).
    Two more figures count only some naive tracks: those spanning >= ``--min-track-frames`` frames, and the
-   confirmed ones, found by the detector on >= ``--min-track-detections`` frames (deep_sort's n_init);
+   confirmed ones, found by the detector on >= ``--min-track-detections`` frames (deep_sort's n_init).
+   Fragmentation (:func:`track_fragmentation`): the share of naive tracks covered by more than one pipeline
+   track, pipeline tracks per covered naive track, MOT-style ID switches, and pipeline tracks over more than one
+   naive track (merging: two people joined, or one person the reference cut in two);
 4. x real-time (video duration / wall time) and speedup (naive wall / pipeline wall). Before the naive loop,
    YOLO alone is timed at the pipeline's input, one frame on one thread and two at once (the pipeline's
    detect workers), with its convolutions' GFLOP: the x real-time that stride 1 cannot pass on this machine.
 
 A small profiling section times the stages separately on a few frames (decode, YOLO at several input
 sizes, RetinaFace at 640 and on upper-body crops).  ``--max-frames`` cuts a video by remuxing its first
-packets (stream copy, no re-encode) into a temporary file, so both loops decode the same bytes.
+packets (stream copy, no re-encode) into a temporary file, so both loops decode the same bytes.  A video given
+as ``vtest@640x360@30`` is made from vtest in that folder (scaled, cropped, resampled; never committed).
+``--detections-cache DIR`` records every detection by image bytes; ``--replay naive|all`` takes them from there
+again (the reference without re-detecting it, or every run, to compare trackers on the same detections).
 
 Run from the repository root::
 
@@ -38,8 +46,10 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import pickle
 import platform
 import statistics
 import sys
@@ -57,6 +67,7 @@ if str(REPO) not in sys.path:
 
 import av  # noqa: E402
 
+import processing.pipeline  # noqa: E402
 from processing.config import DetectorConfig, ModelPaths, PipelineSettings  # noqa: E402
 from processing.decoding import DecodeStats, decode_frames  # noqa: E402
 from processing.detections import Detections  # noqa: E402
@@ -150,6 +161,117 @@ def count_frames(path: Path) -> int:
     return sum(1 for _ in decode_frames(path, DecodeStats(), max_pixels=MAX_PIXELS))
 
 
+def derived_video(source: Path, size: tuple[int, int], fps: float, workdir: Path) -> Path:
+    """`source` scaled to the width of `size`, its middle rows cropped (or padded black) to the height, and
+    resampled to `fps` by repeating or dropping frames (each output frame shows the source frame on screen at
+    its time), encoded as MPEG-4 part 2 in AVI at high quality into `workdir`: e.g. vtest as a 640x360 30 fps
+    street film."""
+    import cv2
+
+    width, height = size
+    target = workdir / f"{source.stem}.{width}x{height}.{fps:g}fps.avi"
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        in_stream = src.streams.video[0]
+        in_fps = float(in_stream.average_rate or 25)
+        out_stream = dst.add_stream("mpeg4", rate=round(fps))
+        out_stream.width, out_stream.height, out_stream.pix_fmt = width, height, "yuv420p"
+        out_stream.bit_rate = 8_000_000
+        written = 0
+        for index, frame in enumerate(src.decode(in_stream)):
+            image = frame.to_ndarray(format="bgr24")
+            scaled = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])),
+                                interpolation=cv2.INTER_AREA)
+            top = (scaled.shape[0] - height) // 2
+            if top >= 0:
+                fitted = scaled[top:top + height]
+            else:
+                fitted = cv2.copyMakeBorder(scaled, -top, height - scaled.shape[0] + top, 0, 0, cv2.BORDER_CONSTANT)
+            # Output frames whose time falls within this source frame's display interval.
+            until = round((index + 1) * fps / in_fps)
+            while written < until:
+                out = av.VideoFrame.from_ndarray(np.ascontiguousarray(fitted), format="bgr24")
+                out.pts = written
+                for packet in out_stream.encode(out):
+                    dst.mux(packet)
+                written += 1
+        for packet in out_stream.encode():
+            dst.mux(packet)
+    return target
+
+
+def resolve_video_spec(arg: str, workdir: Path) -> Path:
+    """A video argument; ``NAME@WxH@FPS`` (e.g. ``vtest@640x360@30``) makes :func:`derived_video` of NAME."""
+    if "@" not in arg:
+        return resolve_video(arg)
+    name, size, fps = arg.split("@")
+    return derived_video(resolve_video(name), parse_size(size), float(fps), workdir)
+
+
+class DetectionCache:
+    """Detections by (detector settings, image bytes), so runs can be replayed through other trackers.
+
+    `record`: detectors run as usual (timings stay real, plus hashing each image, ~1 ms) and their output is
+    kept; `replay`: a stored result is returned without running the detector (wall times are then tracking,
+    decoding and posting only, not comparable). Stored as one pickle per cache directory.
+    """
+
+    def __init__(self, directory: Path, replay: bool) -> None:
+        self.path = directory / "detections.pkl"
+        self.replay = replay
+        self.entries: dict[str, Any] = pickle.loads(self.path.read_bytes()) if self.path.is_file() else {}
+        self.misses = 0
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(pickle.dumps(self.entries, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def create_detector(self, name: str, **options: Any) -> Any:
+        detector = create_detector(name, **options)
+        settings = {k: v for k, v in options.items() if k != "intra_op_num_threads"}
+        settings["model_path"] = Path(settings["model_path"]).name
+        prefix = f"{name}|{detector!r}|{sorted(settings.items())}|"
+        return _CachedDetector(detector, prefix, self)
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        if self.replay and key in self.entries:
+            return self.entries[key]
+        self.misses += 1
+        self.entries[key] = value = compute()
+        return value
+
+
+class _CachedDetector:
+    def __init__(self, detector: Any, prefix: str, cache: DetectionCache) -> None:
+        self._detector, self._prefix, self._cache = detector, prefix, cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._detector, name)
+
+    def _key(self, image: np.ndarray) -> str:
+        digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()
+        return f"{self._prefix}{image.shape}|{digest}"
+
+    def detect(self, image: np.ndarray) -> Detections:
+        return self._cache.get(self._key(image), lambda: self._detector.detect(image))
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        keys = [self._key(image) for image in images]
+        if self._cache.replay and all(key in self._cache.entries for key in keys):
+            return [self._cache.entries[key] for key in keys]
+        found = self._detector.detect_batch(images)  # batched, as the pipeline runs it
+        self._cache.misses += len(keys)
+        self._cache.entries.update(zip(keys, found, strict=True))
+        return found
+
+
+_cache: DetectionCache | None = None
+
+
+def make_detector(name: str, **options: Any) -> Any:
+    """`create_detector`, through the detection cache when the bench has one (`--detections-cache`)."""
+    return create_detector(name, **options) if _cache is None else _cache.create_detector(name, **options)
+
+
 # ----------------------------------------------------------------------------------------------- naive loop
 
 
@@ -176,7 +298,7 @@ def detector_filters(mode: str, face_min_size: int) -> dict[str, DetectorConfig]
 def naive_loop(path: Path, models: ModelPaths, fps: float, filters: dict[str, DetectorConfig]) -> dict[str, Any]:
     """Decode, YOLO 640 + RetinaFace 640 on every frame, one ORT thread, SimpleIouTracker per kind; the tracks
     whose best quality reaches their kind's filter_min_quality (the pipeline's posting rule)."""
-    yolo = create_detector(
+    yolo = make_detector(
         "yolov8",
         model_path=models.objects,
         input_size=(640, 640),
@@ -184,7 +306,7 @@ def naive_loop(path: Path, models: ModelPaths, fps: float, filters: dict[str, De
         confidence_threshold=OBJECT_CONFIDENCE,
         intra_op_num_threads=1,
     )
-    face = create_detector(
+    face = make_detector(
         "retinaface",
         model_path=models.face,
         input_size=(640, 640),
@@ -203,6 +325,8 @@ def naive_loop(path: Path, models: ModelPaths, fps: float, filters: dict[str, De
             track_max_duration_frames=0,
             track_interpolate_bboxes=True,
             motion_prediction=True,  # as the pipeline's trackers: the runs differ only in what is detected when
+            # The reference stays sessions 1-6's tracker, so that pipeline trackers are compared against one thing.
+            reassociate_lost=False,
         )
         for kind in KINDS
     }
@@ -263,14 +387,17 @@ def pipeline_run(
     threads: int | None,
     workers: int,
     filters: dict[str, DetectorConfig],
+    tracker: str = "simple_iou",
 ) -> dict[str, Any]:
-    """One `run_pipeline` call; `threads` None = as configured (ORT default), else the detectors'
-    intra_op_num_threads (PipelineSettings.ort_threads); `workers` = PipelineSettings.detect_workers."""
+    """One `run_pipeline` call with every kind's `tracker`; `threads` None = as configured (ORT default), else
+    the detectors' intra_op_num_threads (PipelineSettings.ort_threads); `workers` = PipelineSettings.detect_workers.
+    """
     detector_settings = {"track_send_history": True, "overall_only": True, "post_best_track_frame": True}
     stream_settings = {
         "detectors": {
             kind: {
                 **detector_settings,
+                "tracker_type": tracker,
                 "filter_min_size": filters[kind].filter_min_size,
                 "filter_min_quality": filters[kind].filter_min_quality,
             }
@@ -307,6 +434,7 @@ def pipeline_run(
     def on_progress(progress: Any) -> None:
         ticks.append((progress.frames_processed, time.perf_counter()))
 
+    processing.pipeline.create_detector = make_detector  # type: ignore[attr-defined]
     started = time.perf_counter()
     result = run_pipeline(settings, on_progress=on_progress, should_stop=lambda: False, on_event=on_event)
     wall = time.perf_counter() - started
@@ -422,6 +550,88 @@ def track_recall(
         total += len(eligible)
     out["overall"] = {"found": total_found, "total": total, "recall": round(total_found / total, 4) if total else None}
     return out
+
+
+# ----------------------------------------------------------------------------------------------- fragmentation
+
+
+def matched_ids(
+    frames: np.ndarray, boxes: np.ndarray, candidates: list[np.ndarray], min_iou: float = 0.5
+) -> np.ndarray:
+    """Which candidate (index into `candidates`, -1 = none) has the naive track's box on each of its frames.
+
+    CLEAR MOT's rule: the candidate matched on the previous matched frame keeps the match while its IoU stays
+    >= `min_iou`, else the candidate of highest IoU >= `min_iou` takes it (ties: the earlier candidate), so two
+    pipeline tracks on one place taking turns at the higher IoU do not count as switches while both cover it.
+    """
+    iou = np.zeros((len(candidates), len(frames)))
+    for index, history in enumerate(candidates):
+        h_frames = history[:, 0]
+        if h_frames[-1] < frames[0] or h_frames[0] > frames[-1]:
+            continue
+        (inside, overlap), = _overlaps(frames, boxes, [history])
+        iou[index, inside] = overlap
+    ids = np.full(len(frames), -1, np.int64)
+    previous = -1
+    for column in range(len(frames)):
+        if previous >= 0 and iou[previous, column] >= min_iou:
+            ids[column] = previous
+            continue
+        if len(candidates) and iou[:, column].max() >= min_iou:
+            previous = ids[column] = int(np.argmax(iou[:, column]))
+    return ids
+
+
+def id_switches(ids: np.ndarray) -> int:
+    """Times the matched candidate changes between consecutive matched frames (unmatched frames skipped)."""
+    matched = ids[ids >= 0]
+    return int(np.count_nonzero(matched[1:] != matched[:-1]))
+
+
+def track_fragmentation(
+    naive: dict[str, list[NaiveTrack]],
+    piped: dict[str, list[np.ndarray]],
+    min_iou: float = 0.5,
+) -> dict[str, Any]:
+    """How many pipeline tracks each naive track is cut into, per kind and overall.
+
+    For each naive track, :func:`matched_ids` names the pipeline track covering it (IoU >= `min_iou`) frame by
+    frame.  `matched` = naive tracks covered on at least one frame; `fragmented` = those covered by more than
+    one distinct pipeline track (`fragmented_share` = fragmented / all naive tracks); `tracks_per_matched` =
+    mean distinct pipeline tracks per matched naive track (1.0 = no cuts); `id_switches` = MOT-style changes of
+    the matched pipeline track, summed (a track cut in three that never comes back has 2); `merging` =
+    pipeline tracks matched to more than one naive track (two people joined, or one the reference cut).
+    """
+    out: dict[str, Any] = {}
+    totals = {"naive": 0, "matched": 0, "fragmented": 0, "pipeline_tracks": 0, "id_switches": 0, "merging": 0}
+    for kind in KINDS:
+        candidates = sorted(piped.get(kind, []), key=lambda h: h[0, 0])
+        tracks = naive.get(kind, [])
+        counts = {"naive": len(tracks), "matched": 0, "fragmented": 0, "pipeline_tracks": 0, "id_switches": 0}
+        naive_of_candidate: dict[int, set[int]] = {}
+        for number, track in enumerate(tracks):
+            ids = matched_ids(track.frames, track.boxes, candidates, min_iou)
+            distinct = set(ids[ids >= 0].tolist())
+            for candidate in distinct:
+                naive_of_candidate.setdefault(candidate, set()).add(number)
+            counts["matched"] += bool(distinct)
+            counts["fragmented"] += len(distinct) > 1
+            counts["pipeline_tracks"] += len(distinct)
+            counts["id_switches"] += id_switches(ids)
+        counts["merging"] = sum(len(numbers) > 1 for numbers in naive_of_candidate.values())
+        out[kind] = _fragmentation_figures(counts)
+        for key in totals:
+            totals[key] += counts[key]
+    out["overall"] = _fragmentation_figures(totals)
+    return out
+
+
+def _fragmentation_figures(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        **counts,
+        "fragmented_share": round(counts["fragmented"] / counts["naive"], 4) if counts["naive"] else None,
+        "tracks_per_matched": round(counts["pipeline_tracks"] / counts["matched"], 4) if counts["matched"] else None,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- profiling
@@ -675,6 +885,22 @@ def main() -> int:
         "quality filters in both loops, so only the tracks the service would post count",
     )
     parser.add_argument("--no-embeddings", action="store_true", help="run the pipeline without its embedders")
+    parser.add_argument(
+        "--tracker", default="simple_iou", help="the pipeline's tracker_type for every kind (simple_iou, deep_sort)"
+    )
+    parser.add_argument(
+        "--detections-cache",
+        default="",
+        help="directory of a detection cache (detections by detector settings and image bytes): every run "
+        "records into it; see --replay",
+    )
+    parser.add_argument(
+        "--replay",
+        choices=("none", "naive", "all"),
+        default="none",
+        help="with --detections-cache: take the naive loop's detections (naive) or every detection (all) from "
+        "the cache where it has them; replayed runs' wall times do not count detection",
+    )
     parser.add_argument("--json-out", default="", help="write all numbers here")
     args = parser.parse_args()
 
@@ -717,10 +943,15 @@ def main() -> int:
     }
     config_list = list(configs(args))
     filters = detector_filters(args.filters, args.face_min_size)
+    global _cache
+    if args.detections_cache:
+        _cache = DetectionCache(Path(args.detections_cache), replay=args.replay != "none")
+    report["tracker"] = args.tracker
+    report["replay"] = args.replay
     run_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for video_arg in args.videos:
-            source = resolve_video(video_arg)
+            source = resolve_video_spec(video_arg, Path(tmp))
             total_frames, fps, width, height = video_info(source)
             path = source
             if args.max_frames and args.max_frames < total_frames:
@@ -758,6 +989,8 @@ def main() -> int:
                 )
 
             naive = naive_loop(path, models, fps, filters)
+            if _cache is not None and args.replay == "naive":
+                _cache.replay = False  # the pipeline's detectors run for real
             naive_counts = {k: len(v) for k, v in naive["tracks"].items()}
             entry["naive"] = {
                 "wall_s": round(naive["wall_s"], 3),
@@ -784,7 +1017,9 @@ def main() -> int:
             long_key = f"recall_tracks_ge_{args.min_track_frames}_frames"
             confirmed_key = f"recall_tracks_ge_{args.min_track_detections}_detections"
             for stride, object_size, face_size, threads, workers in config_list:
-                run = pipeline_run(path, models, stride, object_size, face_size, threads, workers, filters)
+                run = pipeline_run(
+                    path, models, stride, object_size, face_size, threads, workers, filters, args.tracker
+                )
                 recalls = {
                     "recall": track_recall(naive["tracks"], run["tracks"]),
                     long_key: track_recall(naive["tracks"], run["tracks"], min_frames=args.min_track_frames),
@@ -792,6 +1027,7 @@ def main() -> int:
                         naive["tracks"], run["tracks"], min_detections=args.min_track_detections
                     ),
                     "coverage_recall": track_recall(naive["tracks"], run["tracks"], match=covered),
+                    "fragmentation": track_fragmentation(naive["tracks"], run["tracks"]),
                 }
                 counts = {k: len(v) for k, v in run["tracks"].items()}
                 label = (
@@ -830,14 +1066,19 @@ def main() -> int:
                     )
                 )
                 print(f"{label}: {run['wall_s']:.1f} s, recall {recalls['recall']['overall']['recall']}", flush=True)
+            if _cache is not None:
+                _cache.replay = args.replay != "none"
+                _cache.save()
             columns = {  # the overall figures printed after the per-kind recall, by their key in `recalls`
                 long_key: f">={args.min_track_frames}fr",
                 confirmed_key: f">={args.min_track_detections}det",
                 "coverage_recall": "covered",
             }
+            fragment_columns = ("frag", "trk/naive", "IDsw", "merging")
             header = (
                 f"{'run':<45} {'wall s':>7} {'fps':>6} {'xRT':>5} {'speedup':>7} {'p50 ms':>7} {'p95 ms':>7} "
                 f"{'tracks f/b/c':>13} {'recall f/b/c/all':>24} " + " ".join(f"{name:>8}" for name in columns.values())
+                + " " + " ".join(f"{name:>9}" for name in fragment_columns)
             )
             print(header)
             print("-" * len(header))
@@ -845,12 +1086,17 @@ def main() -> int:
                 tracks_text = "/".join(str(counts[k]) for k in KINDS)
                 if figures is None:
                     recall_text, others = "(reference)", ["-"] * len(columns)
+                    fragments = ["-"] * len(fragment_columns)
                 else:
                     recall_text = "/".join(fmt(figures["recall"][k]["recall"]) for k in (*KINDS, "overall"))
                     others = [fmt(figures[key]["overall"]["recall"]) for key in columns]
+                    cut = figures["fragmentation"]["overall"]
+                    fragments = [fmt(cut["fragmented_share"]), fmt(cut["tracks_per_matched"]),
+                                 str(cut["id_switches"]), str(cut["merging"])]
                 print(
                     f"{label:<45} {wall:>7.1f} {fps_run:>6.2f} {xrt:>5.2f} {speed:>7.2f} {fmt(p50, 1):>7} "
                     f"{fmt(p95, 1):>7} {tracks_text:>13} {recall_text:>24} " + " ".join(f"{v:>8}" for v in others)
+                    + " " + " ".join(f"{v:>9}" for v in fragments)
                 )
             report["videos"].append(entry)
     report["machine"]["loadavg_end"] = os.getloadavg()

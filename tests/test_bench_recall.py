@@ -103,3 +103,70 @@ def test_the_flop_count_of_yolov8n_is_ultralytics_published_figure(bench, models
 
     assert round(square, 1) == 8.7
     assert trimmed == pytest.approx(0.8 * square, rel=0.01)
+
+
+def test_one_pipeline_track_per_naive_track_is_no_fragmentation(bench):
+    frames, boxes = naive_track(0, 19)
+    whole = history(frames, boxes, slice(None), step=2)
+
+    assert bench.matched_ids(frames, boxes, [whole]).tolist() == [0] * 19 + [-1]  # no box after its last row
+    figures = bench.track_fragmentation({"body": [bench.NaiveTrack(frames, boxes, frames)]}, {"body": [whole]})
+    assert figures["body"] == {"naive": 1, "matched": 1, "fragmented": 0, "pipeline_tracks": 1, "id_switches": 0,
+                               "merging": 0, "fragmented_share": 0.0, "tracks_per_matched": 1.0}
+
+
+def test_a_track_cut_in_three_counts_three_tracks_and_two_switches(bench):
+    frames, boxes = naive_track(0, 19)
+    pieces = [history(frames, boxes, slice(0, 7)), history(frames, boxes, slice(7, 13)),
+              history(frames, boxes, slice(13, 20))]
+    elsewhere_frames, elsewhere_boxes = naive_track(0, 9, x=400.0)
+    other = bench.NaiveTrack(elsewhere_frames, elsewhere_boxes, elsewhere_frames)  # covered by nothing
+
+    ids = bench.matched_ids(frames, boxes, pieces)
+    assert ids.tolist() == [0] * 7 + [1] * 6 + [2] * 7
+    assert bench.id_switches(ids) == 2
+    figures = bench.track_fragmentation({"body": [bench.NaiveTrack(frames, boxes, frames), other]}, {"body": pieces})
+    assert figures["overall"] == {"naive": 2, "matched": 1, "fragmented": 1, "pipeline_tracks": 3, "id_switches": 2,
+                                  "merging": 0, "fragmented_share": 0.5, "tracks_per_matched": 3.0}
+
+
+def test_an_id_that_comes_back_is_one_track_and_two_switches(bench):
+    # A-B-A: two distinct pipeline tracks, but the matched id changes twice; a frame covered by nothing between
+    # matched frames is skipped, not counted as a switch.
+    frames, boxes = naive_track(0, 14)
+    away = history(frames, boxes, slice(None))
+    away[5:11, 2:] += 200.0  # track A is elsewhere on frames 5-10 (another person's box), then back
+    b = history(frames, boxes, slice(6, 11))  # track B covers frames 6-10; frame 5 is covered by nothing
+
+    ids = bench.matched_ids(frames, boxes, [away, b])
+    assert ids.tolist() == [0] * 5 + [-1] + [1] * 5 + [0] * 4
+    assert bench.id_switches(ids) == 2
+    assert bench.id_switches(np.array([-1, 3, -1, -1, 3, 4, -1])) == 1
+    figures = bench.track_fragmentation({"body": [bench.NaiveTrack(frames, boxes, frames)]}, {"body": [away, b]})
+    assert (figures["body"]["pipeline_tracks"], figures["body"]["id_switches"]) == (2, 2)
+
+
+def test_the_matched_track_keeps_the_match_while_it_covers(bench):
+    # Two pipeline tracks on the same place (a duplicate box): the one matched first keeps the naive track while
+    # its IoU stays >= 0.5, even where the other overlaps more (CLEAR MOT), so taking turns is not a switch.
+    frames, boxes = naive_track(0, 9)
+    exact = history(frames, boxes, slice(None))
+    near = exact.copy()
+    near[:, 2] += 4  # x1 4 px in: IoU 36/40 = 0.9 with the naive box
+    near[:5, 2:] = exact[:5, 2:]  # identical for the first half: ties go to the earlier candidate
+    slightly_off = exact.copy()
+    slightly_off[5:, 2] += 8  # IoU 32/40 = 0.8 from frame 5: less than near's, still >= 0.5: keeps it
+
+    ids = bench.matched_ids(frames, boxes, [slightly_off, near])
+    assert ids.tolist() == [0] * 10
+    assert bench.id_switches(ids) == 0
+
+
+def test_one_pipeline_track_over_two_naive_tracks_is_merging(bench):
+    frames, boxes = naive_track(0, 9)
+    later_frames, later_boxes = naive_track(10, 19, x=120.0)  # the same walk, cut in two by the reference
+    joined = np.concatenate([history(frames, boxes, slice(None)), history(later_frames, later_boxes, slice(None))])
+    reference = [bench.NaiveTrack(frames, boxes, frames), bench.NaiveTrack(later_frames, later_boxes, later_frames)]
+
+    figures = bench.track_fragmentation({"body": reference}, {"body": [joined]})
+    assert figures["overall"]["fragmented"] == 0 and figures["overall"]["merging"] == 1

@@ -17,6 +17,11 @@ from processing.trackers.base import CheckpointState, EndReason, Track, register
 # setting is in seconds, the tracker counts frames (the pipeline converts at the video's frame rate).
 DEFAULTS = defaults_of().detectors["face"]
 
+# Re-association of lost tracks (SimpleIouTracker._reassociate): how far from its path, in widths of its last box, a
+# lost track may take a row; the cosine similarity rows with embeddings need; how many recent embeddings count.
+REASSOCIATION_REACH = 0.5
+REASSOCIATION_MIN_SIMILARITY = 0.5
+GALLERY = 20
 
 @dataclass
 class _OpenTrack:
@@ -79,6 +84,12 @@ class SimpleIouTracker:
             Walking people detected every third frame move a good part of their width between
             detections; without prediction their IoU with the last box drops under the threshold
             and the track breaks.
+        reassociate_lost: before a detection left over by the other stages starts a new track, let a
+            lost track (missed on an earlier processed frame, still within the miss interval) take it
+            when it lies near the track's path and is about its size (:meth:`_reassociate`): a person
+            walking out from behind another keeps their id instead of getting a new one.  The price:
+            within the miss interval, a different object of the same size appearing on a lost track's
+            path takes its id.  Deterministic, no extra model.
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class SimpleIouTracker:
         track_max_duration_frames: int = DEFAULTS["track_max_duration_frames"],
         track_interpolate_bboxes: bool = DEFAULTS["track_interpolate_bboxes"],
         motion_prediction: bool = False,
+        reassociate_lost: bool = True,
     ) -> None:
         if not 0.0 <= track_overlap_threshold <= 1.0:
             raise ValueError(f"track_overlap_threshold must be in [0, 1], got {track_overlap_threshold}")
@@ -101,6 +113,7 @@ class SimpleIouTracker:
         self.track_max_duration_frames = int(track_max_duration_frames)
         self.track_interpolate_bboxes = bool(track_interpolate_bboxes)
         self.motion_prediction = bool(motion_prediction)
+        self.reassociate_lost = bool(reassociate_lost)
         self.reset()
 
     def reset(self) -> None:
@@ -195,7 +208,59 @@ class SimpleIouTracker:
         pairs = greedy_pairs(iou, allowed)
         if self.motion_prediction:
             pairs += self._match_nearby(tracks, detections, pairs)
+        if self.reassociate_lost:
+            pairs += self._reassociate(tracks, detections, pairs)
         return pairs
+
+    def _reassociate(
+        self, tracks: list[_OpenTrack], detections: Detections, taken: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """Last chance before rows left over start new tracks: lost tracks take the nearest row on their path.
+
+        A lost track (missed on an earlier processed frame, not matched on this one) may take a row of its class
+        whose height is within 25% and width within 50% of its last box, and whose centre lies within
+        ``REASSOCIATION_REACH`` widths of its path: the segment from its last centre to where its velocity puts
+        it now, so a person who stopped behind an obstacle and one who walked on at their pace are both found.
+        Prediction alone over a long gap multiplies the velocity's noise by the gap. Rows carrying an
+        ``embedding`` (``data["embedding"]``) need a cosine similarity of at least ``REASSOCIATION_MIN_SIMILARITY``
+        with one of the track's. Pairs are taken nearest first (relative to the track's width).
+        """
+        lost = np.array([bool(track.missed_frames) for track in tracks])
+        if not lost.any() or len(taken) >= len(detections):  # nothing lost, or no row left over
+            return []
+        frame_index = self._last_frame_index or 0
+        last = np.stack([track.last_box for track in tracks])
+        predicted = np.stack([track.predicted_box(frame_index) for track in tracks])
+        start = (last[:, :2] + last[:, 2:]) / 2
+        path = (predicted[:, :2] + predicted[:, 2:]) / 2 - start
+        rows = detections.xyxy
+        offset = (rows[None, :, :2] + rows[None, :, 2:]) / 2 - start[:, None, :]
+        length = np.maximum((path**2).sum(axis=1), 1e-6)[:, None]
+        along = np.clip((offset * path[:, None, :]).sum(axis=2) / length, 0.0, 1.0)
+        distance = np.linalg.norm(offset - along[:, :, None] * path[:, None, :], axis=2)
+        widths = np.maximum(last[:, 2] - last[:, 0], 1.0)[:, None]
+        heights = np.maximum(last[:, 3] - last[:, 1], 1.0)[:, None]
+        height_ratio = np.maximum(rows[:, 3] - rows[:, 1], 1.0)[None, :] / heights
+        width_ratio = np.maximum(rows[:, 2] - rows[:, 0], 1.0)[None, :] / widths
+        allowed = (lost[:, None] & self._same_class(tracks, detections) & (distance <= REASSOCIATION_REACH * widths)
+                   & (height_ratio > 0.75) & (height_ratio < 1.33) & (width_ratio > 0.67) & (width_ratio < 1.5)
+                   & self._looks_alike(tracks, detections))
+        allowed[[t for t, _ in taken], :] = False
+        allowed[:, [r for _, r in taken]] = False
+        return greedy_pairs(-distance / widths, allowed)
+
+    @staticmethod
+    def _looks_alike(tracks: list[_OpenTrack], detections: Detections) -> npt.NDArray[np.bool_]:
+        """(tracks, rows): False where both have embeddings and none of the track's is similar to the row's."""
+        alike = np.ones((len(tracks), len(detections)), bool)
+        embeddings = detections.data.get("embedding")
+        if embeddings is None:
+            return alike
+        for index, track in enumerate(tracks):
+            gallery = [obs.data["embedding"] for obs in track.observations[-GALLERY:] if "embedding" in obs.data]
+            if gallery:
+                alike[index] = (np.concatenate(gallery) @ embeddings.T).max(axis=0) >= REASSOCIATION_MIN_SIMILARITY
+        return alike
 
     def _match_nearby(
         self, tracks: list[_OpenTrack], detections: Detections, taken: list[tuple[int, int]]

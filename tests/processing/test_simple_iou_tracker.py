@@ -261,3 +261,90 @@ def test_finished_tracks_are_read_only_and_ordered() -> None:
         finished[0].xyxy[0, 0] = 1
     assert [t.track_id for t in tracker.finish()] == [2]
     assert tracker.pop_finished() == []
+
+
+# Re-association of lost tracks: a walker (40 px wide, 6 px a frame) is hidden for a few frames.
+WALKER: Box = (100, 100, 140, 200)
+
+
+def walk(first: int, last: int, start: Box, step: float) -> list[tuple[int, Box]]:
+    return [(index, shifted(start, step * (index - first))) for index in range(first, last + 1)]
+
+
+@pytest.mark.parametrize(("reassociate", "expected_last_id"), [(True, 1), (False, 2)])
+def test_a_walker_who_stops_behind_an_obstacle_keeps_the_id(reassociate: bool, expected_last_id: int) -> None:
+    # Seen walking on frames 0-4, hidden on 5-11, found again just past where they vanished: they stopped.
+    # Prediction puts them 48 px further on (IoU 0, and beyond half a width): without re-association, a new id.
+    tracker = SimpleIouTracker(track_miss_interval=10, motion_prediction=True, reassociate_lost=reassociate)
+    seen = walk(0, 4, WALKER, 6.0)
+    frames = [(index, frame(box)) for index, box in seen]
+    frames += [(index, frame()) for index in range(5, 12)]
+    frames.append((12, frame(shifted(seen[-1][1], 6.0))))
+
+    ids = run(tracker, frames)
+
+    assert ids[-1] == [expected_last_id]
+    if reassociate:
+        (track,) = tracker.finish()
+        assert track.frame_indices.tolist() == list(range(13))  # hidden frames interpolated
+        assert track.interpolated.sum() == 7
+
+
+def test_a_lost_track_is_open_until_dropped() -> None:
+    # Resume checkpoints only where no track is open: a lost track that may still be re-associated is open.
+    tracker = SimpleIouTracker(track_miss_interval=3, motion_prediction=True)
+    run(tracker, [(0, frame(WALKER)), (1, frame()), (2, frame()), (3, frame())])
+    assert tracker.open_track_ids == [1]
+    run(tracker, [(4, frame())])
+    assert tracker.open_track_ids == [] and [t.end_reason for t in tracker.pop_finished()] == ["missed"]
+
+
+@pytest.mark.parametrize("swap_rows", [False, True])
+@pytest.mark.parametrize(("reassociate", "a_after"), [(True, 1), (False, 3)])
+def test_crossing_walkers_one_hidden_behind_the_other_keep_their_ids(
+    swap_rows: bool, reassociate: bool, a_after: int
+) -> None:
+    # A walks right behind B, who walks left a little lower (in front); A is hidden while B covers it
+    # (frames 8-12) and comes out slower, 30 px short of where its pace would put it (IoU 0.14 with the
+    # prediction). B is matched by IoU throughout; A's row is left over and goes back to A's lost track.
+    tracker = SimpleIouTracker(track_miss_interval=10, motion_prediction=True, reassociate_lost=reassociate)
+    ids = []
+    for index in range(21):
+        a = shifted((0, 100, 40, 200), 10.0 * index if index <= 7 else 70.0 + 5.0 * (index - 7))
+        b = shifted((200, 110, 240, 214), -10.0 * index)
+        rows = [b] if 8 <= index <= 12 else ([b, a] if swap_rows and index % 2 else [a, b])
+        tracked = run(tracker, [(index, frame(*rows))])[0]
+        ids.append(dict(zip([("B" if box == b else "A") for box in rows], tracked, strict=True)))
+
+    assert all(row["B"] == 2 for row in ids)  # B never swaps
+    assert [row["A"] for row in ids if "A" in row] == [1] * 8 + [a_after] * 8
+
+
+@pytest.mark.parametrize(
+    "reappearing",
+    [
+        shifted(WALKER, 100.0),  # far from the path: someone else
+        (106, 60, 186, 200),  # on the path but twice as wide and 40% taller: not the walker
+    ],
+)
+def test_implausible_rows_start_new_tracks(reappearing: Box) -> None:
+    tracker = SimpleIouTracker(track_miss_interval=10, motion_prediction=True)
+    frames = [(index, frame(box)) for index, box in walk(0, 4, WALKER, 6.0)]
+    frames += [(index, frame()) for index in range(5, 12)]
+    frames.append((12, frame(reappearing)))
+
+    assert run(tracker, frames)[-1] == [2]
+
+
+def test_embeddings_veto_a_row_that_looks_different() -> None:
+    def looking(box: Box, look: list[float]) -> Detections:
+        return frame(box).with_data(embedding=np.asarray([look], np.float32))
+
+    seen = walk(0, 4, WALKER, 6.0)
+    back = shifted(seen[-1][1], 6.0)
+    for look, expected in (([1.0, 0.0], [1]), ([0.0, 1.0], [2])):
+        tracker = SimpleIouTracker(track_miss_interval=10, motion_prediction=True)
+        frames = [(index, looking(box, [1.0, 0.0])) for index, box in seen]
+        frames += [(index, frame()) for index in range(5, 12)]
+        frames.append((12, looking(back, look)))
+        assert run(tracker, frames)[-1] == expected

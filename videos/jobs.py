@@ -190,9 +190,7 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
         if archive.job_starts >= settings.FFV_JOB_MAX_ATTEMPTS:
             _end_exhausted(archive)
             return None
-        purge = archive.job_purge_pending
-        if purge and not peek["job_purge_pending"]:
-            lock_clusters()  # set since the peek (a new job queued meanwhile): still in the right order
+        purge = archive.job_purge_pending  # as peeked: only a new job (a new task id) sets it
         if purge:
             # A new job: the previous run's results go first, in the claim's transaction, so no attempt can
             # ever see half of them or take a re-run for a resume.
@@ -202,12 +200,12 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
             archive.face_count = archive.body_count = archive.car_count = 0
             archive.job_checkpoint = {}
             archive.job_purge_pending = False
+            archive.processing_start_date = now  # when the job started; a resume keeps it
         archive.job_state = JobState.STARTING
         archive.job_starts += 1
         archive.job_claim = claim
         archive.job_worker = worker[:256]
         archive.job_heartbeat = now
-        archive.processing_start_date = now
         archive.processing_finish_date = None
         archive.job_msg_code, archive.job_msg_params = "", {}
         archive.save(update_fields=[

@@ -270,6 +270,37 @@ def test_progress_finish_and_event_writes_reconnect_after_their_connection_was_d
     assert BodyEvent.objects.filter(video_archive=archive).count() == 1
 
 
+def test_an_event_whose_insert_meets_a_dropped_connection_is_stored_on_the_next_one(
+    transactional_db, default_group, media_root, monkeypatch
+):
+    # The claim check has run in the event's transaction; the connection dies before the insert. Django's rollback
+    # then closes it and opens a fresh one at once, so a usable connection must not pass for "it was not the
+    # connection" (an event was once lost that way, counted as failed).
+    requires(connection.vendor == "postgresql", "DATABASE_URL must name PostgreSQL")
+    from videos import events
+
+    archive = VideoArchive.objects.create(camera_group=default_group, name="x", job_state=JobState.IN_PROGRESS,
+                                          job_task_id="task", job_claim="claim", job_starts=1, stream_settings={})
+    job = jobs.ClaimedJob(archive_id=archive.pk, task_id="task", claim="claim", camera_group_id=default_group.pk,
+                          source_name="", url=None, stream_settings={})
+    posted = PostedObject(kind="body", track_id=1, policy="best", frame_index=7, timestamp=0.28, box=(1, 2, 30, 40),
+                          quality=0.9, confidence=0.9, thumbnail=b"jpeg", fullframe=b"jpeg", fullframe_format="jpg",
+                          normalized=None, detector_params={})
+    save, dropped = events.default_storage.save, []
+
+    def save_then_drop(name, content, *args, **kwargs):
+        stored = save(name, content, *args, **kwargs)
+        if not dropped:  # between the claim check and the insert
+            dropped.append(name)
+            _drop_own_connection()
+        return stored
+
+    monkeypatch.setattr(events.default_storage, "save", save_then_drop)
+    assert jobs._event_store(job, posted) is True
+    assert dropped
+    assert BodyEvent.objects.filter(video_archive=archive).count() == 1
+
+
 # --- a Redis of the test's own
 
 

@@ -390,6 +390,8 @@ def _event_store(job: ClaimedJob, posted: PostedObject) -> bool | None:
     """
     for delay in (*DB_RETRY_DELAYS, None):
         try:
+            connection.ensure_connection()
+            before = connection.connection
             with transaction.atomic():
                 if not _owned(job.archive_id, job.claim).select_for_update().exists():
                     raise _ClaimLost
@@ -399,7 +401,7 @@ def _event_store(job: ClaimedJob, posted: PostedObject) -> bool | None:
         except _ClaimLost:
             return None
         except _NotStored:
-            if delay is None or not _connection_dropped():
+            if delay is None or not _connection_dropped(before):
                 return False  # not the connection (storage, data): counted as failed by the pipeline
             _reconnect("event store", job.archive_id, delay, "connection dropped")
         except (OperationalError, InterfaceError) as exc:
@@ -409,9 +411,14 @@ def _event_store(job: ClaimedJob, posted: PostedObject) -> bool | None:
     return False
 
 
-def _connection_dropped() -> bool:
+def _connection_dropped(before: Any) -> bool:
+    """Whether the connection an insert failed on died: event_store logs and swallows database errors, and the
+    transaction's rollback on a dead connection closes it and opens a new one at once, so a usable connection
+    now says nothing; a different one does."""
+    if connection.connection is None or connection.connection is not before:
+        return True
     try:
-        return connection.connection is None or not connection.is_usable()
+        return not connection.is_usable()
     except DatabaseError:
         return True
 

@@ -4,6 +4,7 @@ messages as codes rendered in the request's language."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -50,7 +51,7 @@ def test_process_video_on_a_finished_archive_is_a_new_job_that_purges_the_previo
     api, default_group, video_file
 ):
     archive_id = _archive_with_video(api, default_group, video_file)
-    call_command("process_video", archive_id, stdout=open(os.devnull, "w"))
+    call_command("process_video", archive_id, stdout=io.StringIO())
     first = VideoArchive.objects.get(pk=archive_id)
     assert (first.job_state, first.job_starts) == (JobState.COMPLETED, 1)
     # An event of that first run (as a detector would have posted).
@@ -61,7 +62,7 @@ def test_process_video_on_a_finished_archive_is_a_new_job_that_purges_the_previo
     VideoArchive.objects.filter(pk=archive_id).update(job_state=JobState.COMPLETED, job_claim="")
 
     # A manual re-run is a new job: it starts at attempt 1 and from the first frame, without the old events.
-    call_command("process_video", archive_id, stdout=open(os.devnull, "w"))
+    call_command("process_video", archive_id, stdout=io.StringIO())
     again = VideoArchive.objects.get(pk=archive_id)
     assert (again.job_state, again.job_starts) == (JobState.COMPLETED, 1)
     assert not BodyEvent.objects.filter(video_archive_id=archive_id).exists()

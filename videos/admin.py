@@ -75,8 +75,12 @@ class AuthTokenAdmin(admin.ModelAdmin):
     list_display = ["user", "device_uuid", "created_date", "expires_at", "revoked"]
     list_filter = ["revoked"]
     search_fields = ["user__username", "device_uuid"]
-    exclude = ["key"]
+    # Not even the key's hash is shown; a token is made only by logging in.
+    exclude = ["key_hash"]
     readonly_fields = ["user", "device_uuid", "created_date", "expires_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 class EventAdmin(admin.ModelAdmin):

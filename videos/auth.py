@@ -9,6 +9,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions
 
 from videos.models import AuthToken
+from videos.tokens import token_key_hash
 
 
 class ExpiringTokenAuthentication(authentication.BaseAuthentication):
@@ -24,7 +25,8 @@ class ExpiringTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode("ascii")
         except UnicodeError as exc:
             raise exceptions.AuthenticationFailed(_("Invalid token header.")) from exc
-        token = AuthToken.objects.select_related("user").filter(key=key).first()
+        # By the key's hash, the only form stored (videos.tokens).
+        token = AuthToken.objects.select_related("user").filter(key_hash=token_key_hash(key)).first()
         if token is None or token.revoked:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         if token.expires_at <= timezone.now():

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
-
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, serializers, status
@@ -16,8 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from videos.auth import ExpiringTokenAuthentication
-from videos.models import AuthToken
 from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
+from videos.tokens import token_create, token_revoke
 
 
 class LoginSerializer(ExcessFieldsRejectMixin, serializers.Serializer):
@@ -50,19 +46,6 @@ class BasicScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "basic"}
 
 
-def token_create(*, user, device_uuid: str) -> AuthToken:
-    return AuthToken.objects.create(
-        key=secrets.token_hex(32),
-        user=user,
-        device_uuid=device_uuid,
-        expires_at=timezone.now() + settings.FFV_TOKEN_TTL,
-    )
-
-
-def token_revoke(*, token: AuthToken) -> None:
-    AuthToken.objects.filter(pk=token.pk).update(revoked=True)
-
-
 class LoginView(APIView):
     authentication_classes = [BasicAuthentication]
     permission_classes = [IsAuthenticated]
@@ -89,4 +72,4 @@ class LogoutView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-__all__ = ["LoginView", "LogoutView"]
+__all__ = ["LoginView", "LogoutView", "token_create"]

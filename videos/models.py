@@ -148,17 +148,37 @@ class VideoArchive(models.Model):
 
 
 class AuthToken(models.Model):
-    """An API token with an expiry; `POST /auth/logout/` revokes it."""
+    """An API token with an expiry; `POST /auth/logout/` and a change of the user's password revoke it.
 
-    key = models.CharField(max_length=64, unique=True)
+    Only the SHA-256 of the key is stored (videos.tokens): a read of the table or a backup gives no usable token.
+    """
+
+    key_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key, hex.")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     device_uuid = models.CharField(max_length=256, blank=True, default="")
     created_date = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
     revoked = models.BooleanField(default=False)
 
+    # The key in clear: set only on the instance `token_create` returns, for the login response; never stored.
+    key: str = ""
+
     def __str__(self) -> str:
-        return f"token of {self.user} ({self.key[:6]}…)"
+        return f"token {self.pk} of {self.user}"
+
+
+class LoginThrottle(models.Model):
+    """Failed logins of one client address or one username in the current window (videos.login_throttle).
+
+    In the database so that every web worker process sees the same counts.
+    """
+
+    key = models.CharField(max_length=64, unique=True, help_text="SHA-256 of 'addr:<address>' or 'user:<name>'.")
+    failures = models.PositiveIntegerField(default=0)
+    window_start = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.failures} failures since {self.window_start:%Y-%m-%d %H:%M:%S}"
 
 
 class EventKind(models.TextChoices):

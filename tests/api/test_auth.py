@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from tests.conftest import token_client, upload
 from tests.errors import assert_error
 from videos.models import AuthToken
+from videos.tokens import token_key_hash
 
 
 def basic(username: str, password: str) -> str:
@@ -50,7 +51,7 @@ def test_login_returns_a_token_the_user_and_the_expiry(operator, settings):
     expires = parse_datetime(body["token_expiration_datetime"])
     assert expires is not None and expires.tzinfo is not None
     assert before + settings.FFV_TOKEN_TTL <= expires <= timezone.now() + settings.FFV_TOKEN_TTL
-    token = AuthToken.objects.get(key=body["token"])
+    token = AuthToken.objects.get(key_hash=token_key_hash(body["token"]))
     assert token.device_uuid == "device-1"
 
 
@@ -157,7 +158,7 @@ def test_token_expires_after_its_ttl(operator, settings):
 
 def test_token_expired_in_the_database_is_unauthorized(operator):
     key = login("operator", "pw-operator").json()["token"]
-    AuthToken.objects.filter(key=key).update(expires_at=timezone.now() - timedelta(seconds=1))
+    AuthToken.objects.filter(key_hash=token_key_hash(key)).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     assert_error(with_token(key).get("/videos/"), 401, "UNAUTHORIZED")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -158,6 +159,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024
 
 # --- findface-videos
 FFV_TOKEN_TTL = timedelta(seconds=env_int("FFV_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=60))
+# Failed logins (POST /auth/login/) allowed per client address and per username within a window that starts at
+# the first failure; past either, 429 until the window ends (videos/login_throttle.py). The per-user limit is the
+# higher one, so that no single address can lock a user out; the window is short for the same reason.
+FFV_LOGIN_FAILURES_PER_ADDRESS = env_int("FFV_LOGIN_FAILURES_PER_ADDRESS", 10, minimum=1)
+FFV_LOGIN_FAILURES_PER_USER = env_int("FFV_LOGIN_FAILURES_PER_USER", 20, minimum=1)
+FFV_LOGIN_THROTTLE_WINDOW_SECONDS = env_int("FFV_LOGIN_THROTTLE_WINDOW_SECONDS", 300, minimum=1)
+# Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; without one the header is ignored.
+FFV_TRUSTED_PROXIES = env_list("FFV_TRUSTED_PROXIES", [])
+for _proxy in FFV_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FFV_TRUSTED_PROXIES: {_proxy!r} is not an address or network") from exc
 FFV_MAX_UPLOAD_SIZE = env_int("FFV_MAX_UPLOAD_SIZE", 8 * 1024**3, minimum=1)
 FFV_UPLOAD_CHUNK_SIZE = env_int("FFV_UPLOAD_CHUNK_SIZE", 1024 * 1024, minimum=4096)
 FFV_MAX_FRAME_PIXELS = env_int("FFV_MAX_FRAME_PIXELS", 8192 * 8192, minimum=1)

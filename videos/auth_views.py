@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from videos.auth import ExpiringTokenAuthentication
+from videos.login_throttle import client_address, login_attempt_begin, login_attempt_succeeded
 from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
 from videos.tokens import token_create, token_revoke
 
@@ -34,6 +35,13 @@ class LoginResponseSerializer(serializers.Serializer):
 
 class BasicAuthentication(authentication.BasicAuthentication):
     www_authenticate_realm = "findface-videos"
+
+    def authenticate_credentials(self, userid, password, request=None):
+        # Throttled before the password is hashed: a throttled guess costs no hash and gets 429 even when right.
+        attempt = login_attempt_begin(username=userid, address=client_address(request))
+        result = super().authenticate_credentials(userid, password, request)  # a 401 stays counted as a failure
+        login_attempt_succeeded(attempt)
+        return result
 
 
 class BasicScheme(OpenApiAuthenticationExtension):

@@ -65,6 +65,17 @@ class ServiceUnavailable(ApiError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class TooManyRequests(ApiError):
+    """429 with `Retry-After: wait` (whole seconds): the login throttle (videos.login_throttle)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "TOO_MANY_REQUESTS"
+
+    def __init__(self, desc: str, wait: int) -> None:
+        super().__init__(desc)
+        self.wait = wait
+
+
 _CODES_BY_STATUS = {
     400: "BAD_PARAM",
     401: "UNAUTHORIZED",
@@ -75,7 +86,7 @@ _CODES_BY_STATUS = {
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
-    429: "BAD_PARAM",
+    429: "TOO_MANY_REQUESTS",
     503: "SERVICE_UNAVAILABLE",
 }
 
@@ -157,6 +168,7 @@ def json_error_view(status_code: int, code: str, desc: str) -> JsonResponse:
 ERROR_CODES = [
     "BAD_PARAM", "UNAUTHORIZED", "PERMISSION_DENIED", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE",
     "UNSUPPORTED_MEDIA_TYPE", "SERVICE_UNAVAILABLE",
+    "TOO_MANY_REQUESTS",
 ]
 ERROR_SCHEMA = {
     "type": "object",
@@ -178,11 +190,13 @@ _ERROR_DESCRIPTIONS = {
     409: "CONFLICT: the object's state does not allow this, or it is still in use.",
     413: "PAYLOAD_TOO_LARGE: the request body is over the limit.",
     415: "UNSUPPORTED_MEDIA_TYPE: the body's Content-Type is not accepted.",
+    429: "TOO_MANY_REQUESTS: too many failed logins from this address or for this user; see Retry-After.",
     503: "SERVICE_UNAVAILABLE: the database or the broker is unavailable.",
 }
 _CODE_OF_STATUS = {
     400: "BAD_PARAM", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 503: "SERVICE_UNAVAILABLE",
+    429: "TOO_MANY_REQUESTS",
 }
 
 
@@ -220,6 +234,8 @@ def _operation_errors(method: str, operation: dict[str, Any], view: Any) -> set[
         errors.add(409)  # an object still in use, a uniqueness race or a state that forbids the change
     if has_body:
         errors |= {413, 415}
+    if "basicAuth" in schemes:
+        errors.add(429)  # the login throttle
     return errors
 
 

@@ -14,7 +14,10 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -242,6 +245,32 @@ def test_known_and_unknown_users_cost_one_hash_each(operator, hasher, username, 
     login(username, password)
 
     assert hasher.calls == 1
+
+
+class SlowHasher(MD5PasswordHasher):
+    """A hash that takes a while, as a real one does: concurrent guesses overlap while it runs."""
+
+    def encode(self, password: str, salt: str) -> str:
+        time.sleep(0.3)
+        return super().encode(password, salt)
+
+
+def test_concurrent_guesses_cannot_overrun_the_limit(transactional_db, settings):
+    settings.PASSWORD_HASHERS = [f"{__name__}.SlowHasher"]
+    guesses = 4 * ADDRESS_LIMIT
+    start = threading.Barrier(guesses)
+
+    def guess(_: int) -> int:
+        start.wait()
+        try:
+            return login("operator", "wrong").status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(guesses) as pool:
+        statuses = sorted(pool.map(guess, range(guesses)))
+
+    assert statuses == [401] * ADDRESS_LIMIT + [429] * (guesses - ADDRESS_LIMIT)
 
 
 # --- the text and the table

@@ -1,8 +1,12 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from videos.errors import TooManyRequests
 from videos.event_services import event_delete
 from videos.job_messages import render_job_message
+from videos.login_throttle import client_address, login_attempt_begin, login_attempt_succeeded
 from videos.models import (
     BUSY_STATES,
     AuthToken,
@@ -18,6 +22,26 @@ from videos.models import (
     VideoArchive,
 )
 from videos.services import JOB_INPUT_FIELDS, archive_delete
+
+
+class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login under the same failed-login counts as POST /auth/login/ (videos.login_throttle), or it
+    would be the way around them: throttled before the password is hashed, whatever the password."""
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if username is None or not password:
+            return super().clean()
+        try:
+            attempt = login_attempt_begin(username=username, address=client_address(self.request))
+        except TooManyRequests as exc:
+            raise ValidationError(exc.desc, code="throttled") from exc
+        cleaned_data = super().clean()  # a wrong password, or a user who may not use the admin, stays counted
+        login_attempt_succeeded(attempt)
+        return cleaned_data
+
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(CameraGroup)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import time_machine
 from django.contrib.auth.hashers import MD5PasswordHasher
+from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -271,6 +272,38 @@ def test_concurrent_guesses_cannot_overrun_the_limit(transactional_db, settings)
         statuses = sorted(pool.map(guess, range(guesses)))
 
     assert statuses == [401] * ADDRESS_LIMIT + [429] * (guesses - ADDRESS_LIMIT)
+
+
+# --- the admin's login page
+
+
+def admin_login(client, username: str, password: str, address: str = "198.51.100.7"):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password},
+                       REMOTE_ADDR=address)
+
+
+def test_the_admin_login_is_throttled_with_the_same_counts(db, client, hasher):
+    User.objects.create_superuser("root", password="pw-root-long", email="")
+    hasher.calls = 0
+    for _ in range(ADDRESS_LIMIT - 1):
+        assert admin_login(client, "root", "wrong").status_code == 200  # the form again, with its error
+    fail(1, "root")  # the API's failures count for the admin page and the other way round
+    assert hasher.calls == ADDRESS_LIMIT
+
+    response = admin_login(client, "root", "pw-root-long")
+
+    assert response.status_code == 200 and "_auth_user_id" not in client.session
+    assert "Too many failed login attempts" in response.content.decode()
+    assert hasher.calls == ADDRESS_LIMIT
+    assert_throttled(login("root", "pw-root-long"))
+
+
+def test_the_admin_login_still_works(db, client):
+    User.objects.create_superuser("root", password="pw-root-long", email="")
+
+    response = admin_login(client, "root", "pw-root-long")
+
+    assert response.status_code == 302 and client.session["_auth_user_id"]
 
 
 # --- the text and the table

@@ -180,6 +180,10 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"DJANGO_SECRET_KEY_FILE": "/nonexistent/secret"}, "DJANGO_SECRET_KEY_FILE"),
         ({"FFV_REQUIRE_SECRET_KEY": "true"}, "DJANGO_SECRET_KEY"),
         ({"DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
+        ({"FFV_LOGIN_FAILURES_PER_USER": "0"}, "FFV_LOGIN_FAILURES_PER_USER"),
+        ({"FFV_LOGIN_THROTTLE_WINDOW_SECONDS": "5m"}, "FFV_LOGIN_THROTTLE_WINDOW_SECONDS"),
+        ({"FFV_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "FFV_TRUSTED_PROXIES"),
+        ({"FFV_TRUSTED_PROXIES": "10.0.0.0/33"}, "FFV_TRUSTED_PROXIES"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

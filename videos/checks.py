@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.compatibility)
@@ -30,4 +30,14 @@ def check_media_writable(app_configs, **kwargs) -> list[Error]:
     root = settings.MEDIA_ROOT
     if os.path.isdir(root) and not os.access(root, os.W_OK):
         return [Error(f"MEDIA_ROOT {root} is not writable", id="videos.E010")]
+    return []
+
+
+@register(Tags.security)
+def check_login_throttle(app_configs, **kwargs) -> list[Warning]:
+    """A per-user limit not above the per-address one lets a single client address lock any user out."""
+    per_user, per_address = settings.FFV_LOGIN_FAILURES_PER_USER, settings.FFV_LOGIN_FAILURES_PER_ADDRESS
+    if per_user <= per_address:
+        return [Warning(f"FFV_LOGIN_FAILURES_PER_USER ({per_user}) is not above FFV_LOGIN_FAILURES_PER_ADDRESS "
+                        f"({per_address}): a single client address can lock any user out", id="videos.W020")]
     return []

@@ -26,6 +26,7 @@ import pytest
 import time_machine
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.auth.models import User
+from django.core.checks import run_checks
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -396,3 +397,14 @@ def test_the_counts_are_shared_by_server_processes(transactional_db, tmp_path):
     assert statuses == [401] * 4
     assert [status for status, _ in throttled] == [429, 429]
     assert all(1 <= int(headers["Retry-After"]) <= 600 for _, headers in throttled)
+
+
+# --- configuration
+
+
+def test_a_per_user_limit_not_above_the_per_address_one_is_warned_about(settings):
+    assert "videos.W020" not in [message.id for message in run_checks()]
+
+    settings.FFV_LOGIN_FAILURES_PER_USER = ADDRESS_LIMIT
+
+    assert "videos.W020" in [message.id for message in run_checks()]

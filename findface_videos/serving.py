@@ -62,8 +62,8 @@ def web_settings() -> WebSettings:
     )
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for the request head.
+class HTTPProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for the request head, and answers to half-closed connections.
 
     uvicorn times out only a kept-alive connection that is silent after an answer; one that never sends a
     complete request head would be held forever. The head timer runs while h11 waits for a request (`IDLE`) and
@@ -89,6 +89,18 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
+    def eof_received(self) -> bool | None:
+        # A client that shuts down its sending side during a request still gets the answer (uvicorn would drop
+        # the connection): a body cut short there reads as truncated, and the connection closes after the answer.
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or self.conn.their_state is h11.IDLE:
+            return None
+        if cycle.more_body:
+            cycle.more_body = False
+            cycle.message_event.set()
+        cycle.keep_alive = False
+        return True
+
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(web_settings().header_timeout, self._head_timeout)
 
@@ -108,7 +120,7 @@ class Worker(UvicornWorker):
 
     CONFIG_KWARGS = {
         "loop": "auto",
-        "http": HeaderTimeoutProtocol,
+        "http": HTTPProtocol,
         "lifespan": "off",
         "ws": "none",
         # REMOTE_ADDR stays the peer's address, as under gunicorn's own workers (no X-Forwarded-For from loopback).

@@ -418,6 +418,14 @@ def test_idle_and_slow_clients_do_not_starve_the_api(server_env, tmp_path, recor
             for sock in [*idle, *half_heads, *half_bodies, upload.sock]:
                 sock.close()
 
+        # A client that shuts down its sending side half-way through a big upload still gets its answer.
+        with connect(server.port, head("PUT", f"/videos/{small_id}/upload/source_file/", token, len(big),
+                                       "video/x-msvideo") + big[: len(big) // 2]) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            reply = read_until_closed(sock, time.monotonic() + 30)
+        assert reply is not None and status_of(reply) == 400, reply
+        assert json_of(reply)["code"] == "BAD_PARAM"
+
         status, data = client.request("GET", "/videos/?limit=10", "GET /videos/")
         sizes = {archive["id"]: archive["file_size"] for archive in json.loads(data)["results"]}
         assert sizes == {trickled_id: 0, small_id: len(small), big_id: len(big)}

@@ -18,5 +18,8 @@ keepalive = env_int("FFV_WEB_KEEPALIVE", 5, minimum=1)
 timeout = 30
 graceful_timeout = 30
 accesslog = "-"
+# gunicorn >= 25 opens a control socket at $HOME/.gunicorn/gunicorn.ctl, one path for every server of the user (the
+# tests start several): nothing here uses it.
+control_socket_disable = True
 
 web_settings()  # a bad FFV_WEB_* value stops the arbiter at start-up, not each worker at its first request

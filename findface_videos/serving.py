@@ -131,11 +131,12 @@ class Worker(UvicornWorker):
     def init_process(self) -> None:
         # Idle connections now cost a file descriptor each instead of a worker: allow as many as the system does.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
             try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
             except (ValueError, OSError):
-                pass
+                pass  # a container may forbid it; the limit stays as it was
         super().init_process()
 
 

@@ -33,4 +33,6 @@ RUN pip install --no-cache-dir ".[${ORT_EXTRA}]" \
     && python manage.py collectstatic --noinput
 COPY --from=builder /models /models
 EXPOSE 8000
-CMD ["gunicorn", "findface_videos.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "600"]
+# The same serving setup as `./dev serve` (workers, threads, timeouts: see the README), on all interfaces.
+ENV FFV_BIND=0.0.0.0:8000 FFV_WEB_WORKERS=3
+CMD ["gunicorn", "-c", "findface_videos/gunicorn_conf.py"]

@@ -11,12 +11,14 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,17 +98,18 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture
-def gunicorn(server_env, tmp_path) -> Iterator[Server]:
+@contextmanager
+def serve(server_env: dict[str, str], tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """The API server started as `./dev serve` starts it (gunicorn with findface_videos/gunicorn_conf.py) on a free
+    loopback port; `settings` are extra environment variables (FFV_WEB_*)."""
     requires(importlib.util.find_spec("gunicorn") is not None, "gunicorn is not installed")
     port = free_port()
-    log_path = tmp_path / "gunicorn.log"
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    env = {**server_env, "FFV_BIND": f"127.0.0.1:{port}", **settings}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "findface_videos.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "3", "--threads", "4", "--timeout", "60", "--graceful-timeout", "5",
-             "--access-logfile", "-", "--access-logformat", 'ACCESS %(m)s %(U)s %(s)s %(L)s'],
-            cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "gunicorn", "-c", "findface_videos/gunicorn_conf.py"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(port, process, log_path)
 
@@ -123,10 +126,21 @@ def gunicorn(server_env, tmp_path) -> Iterator[Server]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def gunicorn(server_env, tmp_path) -> Iterator[Server]:
+    with serve(server_env, tmp_path, FFV_WEB_WORKERS="3", FFV_WEB_THREADS="4") as server:
+        yield server
+
+
+def access_statuses(log: str) -> list[int]:
+    """The status of every request in the server's access log (`127.0.0.1:5555 - "GET /path HTTP/1.1" 200`)."""
+    return [int(match) for match in re.findall(r'^\S+ - "[A-Z]+ \S+ HTTP/[\d.]+" (\d{3})$', log, re.MULTILINE)]
 
 
 @dataclass
@@ -239,8 +253,9 @@ def test_fifty_parallel_clients_get_no_5xx_no_hang_and_consistent_counts(
     assert len(calls) == CLIENTS * (3 * ARCHIVES_PER_CLIENT + 3)
     assert slowest < REQUEST_TIMEOUT
     # The server's own access log agrees: no 5xx left it.
-    access = [line.split() for line in gunicorn.log().splitlines() if line.startswith("ACCESS ")]
-    assert not [line for line in access if line[3].startswith("5")], gunicorn.log()[-5000:]
+    statuses = access_statuses(gunicorn.log())
+    assert len(statuses) >= len(calls), gunicorn.log()[-5000:]
+    assert not [status for status in statuses if status >= 500], gunicorn.log()[-5000:]
 
     # Afterwards the count, the list and the files agree with what the clients did.
     assert len(created) == CLIENTS * ARCHIVES_PER_CLIENT and len(deleted) == CLIENTS
@@ -257,3 +272,172 @@ def test_fifty_parallel_clients_get_no_5xx_no_hang_and_consistent_counts(
     for archive_id in survivors:
         assert len(list((media / str(archive_id)).glob("source-*"))) == 1, archive_id
     assert gunicorn.process.poll() is None, "the server died"
+
+
+# --- idle and slow clients: they hold sockets, never the workers
+
+IDLE_SOCKETS = 50
+HALF_HEADS = 20  # requests whose head stops half-way
+HALF_BODIES = 20  # small JSON bodies that stop half-way (read by the event loop, never by a thread)
+HEAD_TIMEOUT = 3.0  # FFV_WEB_HEADER_TIMEOUT of the test server (default 10)
+BODY_TIMEOUT = 5.0  # FFV_WEB_BODY_TIMEOUT (default 60)
+UPLOAD_LIMIT = 8 * 1024 * 1024  # FFV_MAX_UPLOAD_SIZE
+QUICK = 2.0  # seconds: what "answers at once" means here
+
+
+def tokens(server_env: dict[str, str], count: int) -> list[str]:
+    return json.loads(manage(server_env, "shell", "-c", _TOKENS.format(count=count)).split("TOKENS")[-1])
+
+
+def connect(port: int, data: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, deadline: float) -> bytes | None:
+    """Everything the server sends until it closes the connection; None if it is still open at `deadline`."""
+    received = b""
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def head(method: str, path: str, token: str | None, length: int, content_type: str = "application/json") -> bytes:
+    auth = f"Authorization: Token {token}\r\n" if token else ""
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def status_of(reply: bytes) -> int:
+    return int(reply.split(b" ", 2)[1])
+
+
+def json_of(reply: bytes) -> dict:
+    return json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+
+class TricklingUpload(threading.Thread):
+    """An upload bigger than the loop buffers (so a view reads it in a thread) that sends a byte every 0.2 s until
+    told to stall, then waits for the server's answer."""
+
+    def __init__(self, port: int, token: str, archive_id: int, length: int) -> None:
+        super().__init__(daemon=True, name="trickling-upload")
+        self.sock = connect(port, head("PUT", f"/videos/{archive_id}/upload/source_file/", token, length,
+                                       "video/mp4"))
+        self.stall = threading.Event()
+        self.sent = 0
+        self.reply: bytes | None = None
+
+    def run(self) -> None:
+        while not self.stall.wait(0.2):
+            self.sock.sendall(b"\0")
+            self.sent += 1
+        self.reply = read_until_closed(self.sock, time.monotonic() + BODY_TIMEOUT + 20)
+
+
+def test_idle_and_slow_clients_do_not_starve_the_api(server_env, tmp_path, record_property):
+    """Ninety stalled connections against 2 workers x 8 threads (`./dev serve`'s defaults): the API still answers
+    at once; the stalled ones are dropped after their timeouts; uploads, big and small, still work."""
+    token, = tokens(server_env, 1)
+    small = make_video(tmp_path / "small.mp4", frames=10, width=160, height=120).read_bytes()
+    # Bigger than FFV_WEB_BODY_BUFFER (256 KiB): streamed to the view rather than read whole by the loop.
+    big = make_video(tmp_path / "big.avi", frames=80, width=640, height=480, codec="mjpeg").read_bytes()
+    assert len(big) > 256 * 1024
+    with serve(server_env, tmp_path, FFV_WEB_HEADER_TIMEOUT=str(HEAD_TIMEOUT), FFV_WEB_BODY_TIMEOUT=str(BODY_TIMEOUT),
+               FFV_MAX_UPLOAD_SIZE=str(UPLOAD_LIMIT)) as server:
+        client = Client(server.port, token)
+        archive_ids = []
+        for name in ("trickled", "small", "big"):
+            status, data = client.request("POST", "/videos/", "POST /videos/",
+                                          json.dumps({"camera_group": 1, "name": name}).encode())
+            assert status == 201, data
+            archive_ids.append(json.loads(data)["id"])
+        trickled_id, small_id, big_id = archive_ids
+
+        idle = [connect(server.port) for _ in range(IDLE_SOCKETS)]
+        half_heads = [connect(server.port, b"GET /videos/count/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthoriz")
+                      for _ in range(HALF_HEADS)]
+        body = json.dumps({"camera_group": 1, "name": "never finished"}).encode()
+        half_bodies = [connect(server.port, head("POST", "/videos/", token, len(body)) + body[:10])
+                       for _ in range(HALF_BODIES)]
+        stalled_at = time.monotonic()
+        upload = TricklingUpload(server.port, token, trickled_id, 1024 * 1024)
+        upload.start()
+        try:
+            time.sleep(0.5)  # every connection accepted and sitting in a worker
+
+            # The API answers at once, on new connections (each taken by either worker).
+            latencies = []
+            for _ in range(10):
+                began = time.monotonic()
+                status, data = client.request("GET", "/videos/count/", "GET /videos/count/")
+                latencies.append(time.monotonic() - began)
+                assert (status, json.loads(data)["count"]) == (200, 3)
+            figures = {"stalled_connections": IDLE_SOCKETS + HALF_HEADS + HALF_BODIES + 1,
+                       "count_p50_ms": round(sorted(latencies)[len(latencies) // 2] * 1000, 1),
+                       "count_max_ms": round(max(latencies) * 1000, 1)}
+            record_property("slow_clients", figures)
+            print("FIGURES", figures)
+            assert max(latencies) < QUICK, latencies
+
+            # A normal upload on the same server meanwhile, small (read by the loop) and big (streamed).
+            assert client.request("PUT", f"/videos/{small_id}/upload/source_file/", "PUT small", small,
+                                  "video/mp4")[0] == 201
+            assert client.request("PUT", f"/videos/{big_id}/upload/source_file/", "PUT big", big,
+                                  "video/x-msvideo")[0] == 201
+
+            # Idle connections and half-sent heads are closed after the head timeout, without an answer.
+            deadline = stalled_at + HEAD_TIMEOUT + 5
+            assert [read_until_closed(sock, deadline) for sock in idle + half_heads] == [b""] * (
+                IDLE_SOCKETS + HALF_HEADS)
+            # Half-sent bodies get a 408 in the API's error format after the body timeout, then are closed.
+            replies = [read_until_closed(sock, stalled_at + BODY_TIMEOUT + 5) for sock in half_bodies]
+            assert all(reply is not None and status_of(reply) == 408 for reply in replies), replies[:3]
+            assert json_of(replies[0])["code"] == "BAD_PARAM"
+
+            # The trickling upload is not cut while bytes keep coming, however slowly...
+            assert upload.is_alive() and upload.reply is None
+            assert upload.sent > (time.monotonic() - stalled_at) / 0.2 / 2
+            # ...and once it stalls, the view reads a truncated body after the body timeout.
+            upload.stall.set()
+            upload.join(timeout=BODY_TIMEOUT + 30)
+            assert upload.reply is not None and status_of(upload.reply) == 400, upload.reply
+            assert json_of(upload.reply)["code"] == "BAD_PARAM"
+        finally:
+            upload.stall.set()
+            for sock in [*idle, *half_heads, *half_bodies, upload.sock]:
+                sock.close()
+
+        # A client that shuts down its sending side half-way through a big upload still gets its answer.
+        with connect(server.port, head("PUT", f"/videos/{small_id}/upload/source_file/", token, len(big),
+                                       "video/x-msvideo") + big[: len(big) // 2]) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            reply = read_until_closed(sock, time.monotonic() + 30)
+        assert reply is not None and status_of(reply) == 400, reply
+        assert json_of(reply)["code"] == "BAD_PARAM"
+
+        status, data = client.request("GET", "/videos/?limit=10", "GET /videos/")
+        sizes = {archive["id"]: archive["file_size"] for archive in json.loads(data)["results"]}
+        assert sizes == {trickled_id: 0, small_id: len(small), big_id: len(big)}
+
+        # Upload limits still answer from the headers alone, in the error format: too big (413), and a big body
+        # from an anonymous client (401), before the client sends a byte of the body.
+        for token_sent, length, expected, code in ((token, UPLOAD_LIMIT + 1, 413, "PAYLOAD_TOO_LARGE"),
+                                                   (None, UPLOAD_LIMIT, 401, "UNAUTHORIZED")):
+            began = time.monotonic()
+            with connect(server.port, head("PUT", f"/videos/{small_id}/upload/source_file/", token_sent, length,
+                                           "video/mp4")) as sock:
+                reply = read_until_closed(sock, began + QUICK)
+            assert reply is not None and status_of(reply) == expected, reply
+            assert json_of(reply)["code"] == code
+        assert server.process.poll() is None, "the server died"

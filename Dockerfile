@@ -33,4 +33,5 @@ RUN pip install --no-cache-dir ".[${ORT_EXTRA}]" \
     && python manage.py collectstatic --noinput
 COPY --from=builder /models /models
 EXPOSE 8000
-CMD ["gunicorn", "findface_videos.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "600"]
+CMD ["gunicorn", "findface_videos.wsgi:application", "-c", "python:findface_videos.gunicorn_conf", "--bind", "0.0.0.0:8000", \
+     "--workers", "3", "--timeout", "600"]

@@ -287,6 +287,30 @@ def test_a_worker_and_two_web_processes_all_show_in_one_scrape(
     assert status == 403 and json.loads(body)["code"] == "PERMISSION_DENIED"
 
 
+@pytest.mark.worker
+def test_a_worker_host_without_a_web_process_serves_its_own_counters(
+    api, default_group, video_factory, transactional_db, processing_queue, media_root, tmp_path, metrics_dir
+):
+    port = free_port()
+    worker = WorkerProcess(processing_queue, media_root, tmp_path / "worker.log",
+                           {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                            "FFV_WORKER_METRICS_BIND": f"127.0.0.1:{port}"}).start()
+    try:
+        archive_id = _archive(api, default_group, video_factory(frames=60))
+        assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+        assert wait_for(lambda: api.get(f"/videos/{archive_id}/").json()["finished"], timeout=90), worker.log()
+        frames = api.get(f"/videos/{archive_id}/").json()["health_status"]["statistic"]["frames_processed"]
+
+        status, headers, body = Http(port).get("/metrics")
+
+        assert status == 200, worker.log()
+        parsed = samples(body.decode())
+        assert value(parsed, "ffv_video_frames_processed_total") == frames > 0
+        assert value(parsed, "ffv_jobs_finished_total", state="completed") == 1
+    finally:
+        worker.stop()
+
+
 def test_gunicorn_hooks_mark_a_web_process_dead(metrics_dir, monkeypatch):
     """The documented child_exit bookkeeping: a dead process's live gauges go, its counters stay."""
     (metrics_dir / "gauge_livesum_4242.db").write_bytes(b"")
@@ -297,3 +321,13 @@ def test_gunicorn_hooks_mark_a_web_process_dead(metrics_dir, monkeypatch):
     child_exit(None, type("Worker", (), {"pid": 4242})())
 
     assert sorted(f.name for f in metrics_dir.iterdir()) == ["counter_4242.db"]
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_we_export(anon_api, settings, db):
+    settings.FFV_METRICS_ALLOWED_IPS = LOOPBACK
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "findface-videos.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    wanted = {re.sub(r"_(bucket|count|sum)$", "", name) for expr in exprs for name in re.findall(r"ffv_\w+", expr)}
+    exported = set(re.findall(r"^# TYPE (\w+)", anon_api.get("/metrics").content.decode(), re.MULTILINE))
+    exported |= {f"{name}_total" for name in exported}  # counters' TYPE lines name them without _total
+    assert wanted and wanted <= exported, wanted - exported

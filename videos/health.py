@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from processing.pipeline.progress import progress_fraction
 from videos.job_messages import render_job_message
-from videos.models import RUNNING_STATES, JobState, VideoArchive
+from videos.models import JobState, VideoArchive
 
 OBJECT_KINDS = ("face", "body", "car")
 # Statistic key prefixes per object kind, as FindFace names them.
@@ -115,7 +115,7 @@ def _progress_and_eta(archive: VideoArchive, statistic: dict[str, Any]) -> tuple
         done = 0.0
     fraction = round(progress_fraction(done, archive.source_len), 4)
     eta = statistic.get("eta_seconds") if state == JobState.IN_PROGRESS else None
-    if state not in RUNNING_STATES or not isinstance(eta, (int, float)) or eta < 0 or not archive.source_len:
+    if not isinstance(eta, (int, float)) or eta < 0 or not archive.source_len:
         eta = None
     return fraction, eta
 

@@ -237,7 +237,7 @@ def _end_exhausted(archive: VideoArchive) -> None:
         job_msg_params={"attempts": archive.job_starts}, processing_finish_date=timezone.now(), stop_requested=False,
     )
     if ended:
-        metrics.job_ended(JobState.FAILED, "attempts_exhausted")
+        transaction.on_commit(lambda: metrics.job_ended(JobState.FAILED, "attempts_exhausted"))
         logger.error("video archive %s task %s: %d attempts ended with their worker gone; the job failed",
                      archive.pk, archive.job_task_id, archive.job_starts)
         transaction.on_commit(lambda: enqueue_clustering(archive.pk))
@@ -287,7 +287,7 @@ def job_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[st
         processing_finish_date=timezone.now(), stop_requested=False, **fields,
     )
     if finished:  # its events go into clusters (videos.clusters), sent once the end of the job is committed
-        metrics.job_ended(state, code)
+        transaction.on_commit(lambda: metrics.job_ended(state, code))
         transaction.on_commit(lambda: enqueue_clustering(job.archive_id))
     return bool(finished)
 

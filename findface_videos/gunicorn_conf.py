@@ -5,6 +5,8 @@ a socket, not a worker. Every value comes from the environment and fails loudly 
 FFV_WEB_THREADS and FFV_WEB_*_TIMEOUT / _BUFFER settings are read by findface_videos.serving itself.
 """
 
+import os
+
 from findface_videos.env import env_int, env_str
 from findface_videos.serving import web_settings
 
@@ -23,3 +25,15 @@ accesslog = "-"
 control_socket_disable = True
 
 web_settings()  # a bad FFV_WEB_* value stops the arbiter at start-up, not each worker at its first request
+
+
+def child_exit(server, worker) -> None:
+    """prometheus-client's multiprocess bookkeeping: a dead worker's live gauges go (its counters stay).
+
+    The multiprocess folder itself is wiped by whoever starts the processes that share it (./dev serve,
+    docker-compose's `migrate`), not here: a web server that restarts alone must not delete a worker's files.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

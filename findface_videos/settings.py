@@ -12,7 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from findface_videos.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from findface_videos.env import env_bool, env_choice, env_float, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FFV_VAR_DIR", str(BASE_DIR / "var")))
@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that its latency is the whole request's (videos.metrics).
+    "videos.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -313,3 +315,23 @@ FFV_SEARCH_EXACT_LIMIT = env_int("FFV_SEARCH_EXACT_LIMIT", 20_000, minimum=0)
 FFV_SEARCH_RECONCILE_SECONDS = env_float("FFV_SEARCH_RECONCILE_SECONDS", 60.0, minimum=0.0)
 # POST /detect/: the largest image accepted, in bytes (413 above).
 FFV_DETECT_MAX_IMAGE_SIZE = env_int("FFV_DETECT_MAX_IMAGE_SIZE", 16 * 1024 * 1024, minimum=1024)
+
+# --- Metrics (videos.metrics, GET /metrics): who may scrape, and where the processes' counters are.
+# Addresses (IPs or CIDR networks) whose requests /metrics answers without a token: the Prometheus servers. Empty:
+# only a staff user's API token. Matched against the TCP peer (REMOTE_ADDR), never X-Forwarded-For.
+FFV_METRICS_ALLOWED_IPS = env_networks("FFV_METRICS_ALLOWED_IPS", [])
+# prometheus-client's multiprocess mode: every process that has this folder in its environment (gunicorn workers,
+# Celery pool processes on this host) writes its counters there and /metrics adds them all up. Read from the
+# environment as prometheus-client itself reads it; wiped when the processes that share it start (./dev serve).
+FFV_METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if FFV_METRICS_MULTIPROC_DIR and not Path(FFV_METRICS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={FFV_METRICS_MULTIPROC_DIR!r} is not a folder")
+# A Celery worker host that shares no folder with a web process can export its own counters: "host:port" on
+# which the worker's main process serves them (empty: off).
+FFV_WORKER_METRICS_BIND = env_str("FFV_WORKER_METRICS_BIND", "")
+if FFV_WORKER_METRICS_BIND:
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[\w.-]*):\d{1,5}", FFV_WORKER_METRICS_BIND):
+        raise ImproperlyConfigured(f"FFV_WORKER_METRICS_BIND={FFV_WORKER_METRICS_BIND!r} is not host:port")
+    if not FFV_METRICS_MULTIPROC_DIR:
+        # The pool processes count; only their files reach the worker's main process, which serves them.
+        raise ImproperlyConfigured("FFV_WORKER_METRICS_BIND needs PROMETHEUS_MULTIPROC_DIR")

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from videos import event_views, views
 from videos.auth_views import LoginView, LogoutView
 from videos.detect_views import DetectView
+from videos.metrics_views import MetricsView
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -25,6 +26,8 @@ urlpatterns = [
     path("auth/login/", LoginView.as_view(), name="auth-login"),
     path("auth/logout/", LogoutView.as_view(), name="auth-logout"),
     path("detect/", DetectView.as_view(), name="detect"),
+    # Prometheus' default path, without a trailing slash (README "Metrics").
+    path("metrics", MetricsView.as_view(), name="metrics"),
     # Public, like the page it documents; no authentication so a stale token cannot turn it into a 401.
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
          name="schema"),

@@ -46,6 +46,8 @@ from videos.models import AuthToken
 APP_LABEL = "videos"
 # Public by design (tests/test_schema.py, tests/api/test_auth.py cover them), by URL name.
 EXEMPT_NAMES = {"auth-login", "schema", "swagger-ui"}
+# /metrics: staff tokens or listed addresses, not model permissions (tests/test_metrics.py covers who gets in).
+EXEMPT_NAMES |= {"metrics"}
 # The Django admin has its own session login and redirects to it: not part of the token API.
 EXEMPT_NAMESPACES = {"admin"}
 METHODS = ("get", "post", "put", "patch", "delete")

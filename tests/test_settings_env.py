@@ -184,6 +184,11 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_LOGIN_THROTTLE_WINDOW_SECONDS": "5m"}, "FFV_LOGIN_THROTTLE_WINDOW_SECONDS"),
         ({"FFV_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "FFV_TRUSTED_PROXIES"),
         ({"FFV_TRUSTED_PROXIES": "10.0.0.0/33"}, "FFV_TRUSTED_PROXIES"),
+        ({"FFV_METRICS_ALLOWED_IPS": "10.0.0.0/33"}, "FFV_METRICS_ALLOWED_IPS"),
+        ({"FFV_METRICS_ALLOWED_IPS": "prometheus.internal"}, "FFV_METRICS_ALLOWED_IPS"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/prometheus"}, "PROMETHEUS_MULTIPROC_DIR"),
+        ({"FFV_WORKER_METRICS_BIND": "9100"}, "FFV_WORKER_METRICS_BIND"),
+        ({"FFV_WORKER_METRICS_BIND": "0.0.0.0:9100"}, "PROMETHEUS_MULTIPROC_DIR"),  # it serves that folder
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

@@ -56,3 +56,18 @@ def broker_holds(task_id: str, queue: str) -> bool | None:
             if needle in item:
                 return True
     return False
+
+
+def queue_depths(queues: list[str]) -> dict[str, int] | None:
+    """Messages waiting in each queue (Redis LLEN of its lists, one per priority step; delivered but unacked ones
+    not included). None when the broker is not Redis; raises when Redis cannot be reached."""
+    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return None
+    depths: dict[str, int] = {}
+    with current_app.connection_for_read(settings.CELERY_BROKER_URL) as connection:
+        channel = connection.default_channel
+        client = channel.client
+        for queue in queues:
+            keys = {channel._q_for_pri(queue, step) for step in channel.priority_steps}
+            depths[queue] = sum(int(client.llen(key)) for key in sorted(keys))
+    return depths

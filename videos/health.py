@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 from django.utils.translation import gettext_lazy as _
 
+from processing.pipeline.progress import progress_fraction
 from videos.job_messages import render_job_message
 from videos.models import JobState, VideoArchive
 
@@ -61,6 +62,9 @@ def empty_statistic() -> dict[str, Any]:
             "last_stream_timestamp": 0,
             "objects": None,
             "job_starts": 0,
+            # Ours, after the page's keys (see _progress_and_eta).
+            "progress": 0,
+            "eta_seconds": None,
         }
     )
     return statistic
@@ -85,7 +89,35 @@ def archive_statistic(archive: VideoArchive) -> dict[str, Any]:
     statistic.update({key: value for key, value in archive.statistic.items() if key in statistic})
     statistic["objects"] = _ordered_objects(statistic["objects"])
     statistic["job_starts"] = archive.job_starts
+    statistic["progress"], statistic["eta_seconds"] = _progress_and_eta(archive, statistic)
     return statistic
+
+
+def _progress_and_eta(archive: VideoArchive, statistic: dict[str, Any]) -> tuple[float, float | None]:
+    """`progress` (0..1) and `eta_seconds` by the job's state, from what the worker last wrote.
+
+    - completed: 1 and 0;
+    - running: the share of the video processed (0 while its length is unknown) and the worker's estimate,
+      null until it has measured a rate (a few seconds after the first frames) or without a known length;
+    - queued: 0 for a new job (its first attempt replaces the previous results), where it stopped for a job
+      waiting to be resumed; null;
+    - failed or interrupted: where it ended; null (it is not going to finish);
+    - no job yet: 0 and null.
+    """
+    state = archive.job_state
+    if state == JobState.COMPLETED:
+        return 1.0, 0.0
+    if state == JobState.IDLE or (state == JobState.QUEUED and archive.job_purge_pending):
+        return 0.0, None
+    try:
+        done = float(statistic.get("processed_duration") or 0)
+    except (TypeError, ValueError):
+        done = 0.0
+    fraction = round(progress_fraction(done, archive.source_len), 4)
+    eta = statistic.get("eta_seconds") if state == JobState.IN_PROGRESS else None
+    if not isinstance(eta, (int, float)) or eta < 0 or not archive.source_len:
+        eta = None
+    return fraction, eta
 
 
 def health_status(archive: VideoArchive) -> HealthStatus:

@@ -40,7 +40,7 @@ from processing.pipeline import PipelineError, Progress, run_pipeline
 from processing.posting import PostedObject
 from processing.sources import SourceNotAllowed, check_source_url
 from processing.stream_settings import complete_stream_settings
-from videos import broker
+from videos import broker, metrics
 from videos.clusters import enqueue_clustering, lock_clusters, uncluster_archive
 from videos.errors import Conflict, NotFound, ServiceUnavailable
 from videos.events import event_counts, event_store, events_purge
@@ -237,6 +237,7 @@ def _end_exhausted(archive: VideoArchive) -> None:
         job_msg_params={"attempts": archive.job_starts}, processing_finish_date=timezone.now(), stop_requested=False,
     )
     if ended:
+        transaction.on_commit(lambda: metrics.job_ended(JobState.FAILED, "attempts_exhausted"))
         logger.error("video archive %s task %s: %d attempts ended with their worker gone; the job failed",
                      archive.pk, archive.job_task_id, archive.job_starts)
         transaction.on_commit(lambda: enqueue_clustering(archive.pk))
@@ -286,6 +287,7 @@ def job_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[st
         processing_finish_date=timezone.now(), stop_requested=False, **fields,
     )
     if finished:  # its events go into clusters (videos.clusters), sent once the end of the job is committed
+        transaction.on_commit(lambda: metrics.job_ended(state, code))
         transaction.on_commit(lambda: enqueue_clustering(job.archive_id))
     return bool(finished)
 
@@ -326,8 +328,11 @@ def run_job(
     logger.info("video archive %s task %s: %s attempt %d on %s", archive_id, task_id,
                 "resuming" if job.resumed else "starting", job.attempt, worker)
     state = {"go_on": True}
+    metrics.attempt_started(resumed=job.resumed)
+    meter = metrics.JobMeter(job.checkpoint)
 
     def on_progress(progress: Progress) -> None:
+        meter.observe(progress)
         state["go_on"] = job_report(job, progress)
         if watch is not None:
             watch(progress)

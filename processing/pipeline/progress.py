@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -12,6 +13,18 @@ from processing.config import OBJECT_KINDS
 from processing.decoding import DecodeStats
 
 KIND_PLURALS = {"face": "faces", "body": "bodies", "car": "cars"}
+# eta_seconds comes from the rate (seconds of video per second of wall time) over about the last ETA_WINDOW
+# seconds: long enough to smooth a busy scene, short enough to follow a change of pace; none is given before the
+# rate has been measured over ETA_MIN_SPAN seconds (model loading and the first frames say nothing yet).
+ETA_WINDOW = 30.0
+ETA_MIN_SPAN = 2.0
+
+
+def progress_fraction(processed_duration: float, source_len: float | None) -> float:
+    """How far into the video a run is, 0..1; 0 while its length is unknown (e.g. a URL stream without one)."""
+    if not source_len or source_len <= 0:
+        return 0.0
+    return min(1.0, max(0.0, processed_duration / source_len))
 
 
 @dataclass
@@ -40,6 +53,12 @@ class Progress:
     # The last quiet point (an analysed frame after which no track was open): where a resumed run starts.
     checkpoint: dict[str, Any] | None = None
     resumed_from_frame: int | None = None
+    # Seconds of wall time left at the recent rate; None until that rate is measured (ProgressReporter).
+    eta_seconds: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return progress_fraction(self.processed_duration, self.source_len)
 
     def frame_counters(self) -> dict[str, int]:
         """How many frames were processed, dropped and skipped as still so far."""
@@ -50,9 +69,11 @@ class Progress:
         }
 
     def counters(self) -> dict[str, Any]:
-        """What a resumed run restores (see `checkpoint`)."""
+        """What a resumed run restores (see `checkpoint`); `processed_duration` is where the run was, so that
+        the seconds a resumed run replays up to there are not counted again as work done (videos.metrics)."""
         return {
             **self.frame_counters(),
+            "processed_duration": round(self.processed_duration, 3),
             "objects": {kind: dataclasses.asdict(c) for kind, c in self.objects.items()},
         }
 
@@ -85,6 +106,8 @@ class Progress:
                     kind: {"posted": c.posted, "failed": c.failed, "not_posted": c.not_posted}
                     for kind, c in self.objects.items()
                 },
+                "progress": round(self.fraction, 4),
+                "eta_seconds": self.eta_seconds,
             }
         )
         return statistic
@@ -107,26 +130,34 @@ class ProgressReporter:
     asking `should_stop` each time (the job's heartbeat: a stop request is honoured, the lease renewed).
 
     `tick` is called after every decoded frame and whenever the decoder keeps the loop waiting, so reports go
-    on while a slow source is waited for.
+    on while a slow source is waited for. `clock` is time.monotonic (a test's fake clock otherwise).
     """
 
     def __init__(self, progress: Progress, stats: DecodeStats, *, interval: float,
-                 on_progress: Callable[[Progress], None], should_stop: Callable[[], bool]) -> None:
+                 on_progress: Callable[[Progress], None], should_stop: Callable[[], bool],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.progress = progress
         self.stats = stats
         self.interval = interval
         self.on_progress = on_progress
         self.should_stop = should_stop
+        self.clock = clock
         self.counts: NotPostedCounts | None = None
-        self.start(time.monotonic())
+        # (time, processed_duration) of recent reports, for eta_seconds. A resumed run counts from the frames
+        # restored: the frames it decodes up to its checkpoint fly by and would make the rate look far too good.
+        self.samples: deque[tuple[float, float]] = deque()
+        self.frames_at_start = progress.frames_processed
+        self.start(clock())
 
     def start(self, started: float) -> None:
-        """Measure processing_fps (and the next report) from `started`: when the models are loaded."""
+        """Measure processing_fps, the rate behind eta_seconds (and the next report) from `started`: when the
+        models are loaded."""
         self.started = self.last_report = started
+        self.samples.clear()
 
     def tick(self) -> bool:
         """Report when `interval` has passed since the last report; True when the run is asked to stop."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self.last_report < self.interval:
             return False
         self._fill(now)
@@ -135,7 +166,7 @@ class ProgressReporter:
         return self.should_stop()
 
     def final(self) -> None:
-        self._fill(time.monotonic())
+        self._fill(self.clock())
         self.on_progress(self.progress)
 
     def _fill(self, now: float) -> None:
@@ -149,6 +180,24 @@ class ProgressReporter:
         elif stats.duration and stats.fps:
             progress.frames_expected = round(stats.duration * stats.fps)
         progress.processing_fps = progress.frames_processed / elapsed if elapsed > 0 else 0.0
+        progress.eta_seconds = self._eta(now)
         if self.counts is not None:
             for kind, count in self.counts.not_posted().items():
                 progress.objects[kind].not_posted = count
+
+    def _eta(self, now: float) -> float | None:
+        """Seconds left at the rate of about the last ETA_WINDOW seconds; None until it can be measured."""
+        progress = self.progress
+        if progress.frames_processed <= self.frames_at_start:
+            return None
+        samples = self.samples
+        samples.append((now, progress.processed_duration))
+        while len(samples) > 2 and now - samples[1][0] >= ETA_WINDOW:
+            samples.popleft()
+        if not progress.source_len or progress.source_len <= 0:
+            return None
+        (then, done_then), done = samples[0], progress.processed_duration
+        if now - then < ETA_MIN_SPAN or done <= done_then:
+            return None
+        rate = (done - done_then) / (now - then)
+        return round(max(0.0, progress.source_len - done) / rate, 1)

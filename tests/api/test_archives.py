@@ -846,7 +846,9 @@ def test_uploaded_archive_is_disabled_gray_with_zeroed_statistic(operator, defau
         key: value for key, value in PAGE_LIST_ITEM["health_status"].items() if key != "statistic"
     }
     statistic = health["statistic"]
-    assert list(statistic) == STATISTIC_KEYS
+    # The page's keys in its order, then ours (README "API": progress and eta_seconds).
+    assert list(statistic) == STATISTIC_KEYS + ["progress", "eta_seconds"]
+    assert (statistic["progress"], statistic["eta_seconds"]) == (0, None)
     # Every key the page's example shows has the example's value (zero; objects null as on the page).
     for key, value in PAGE_LIST_ITEM["health_status"]["statistic"].items():
         assert statistic[key] == value, key

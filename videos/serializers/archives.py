@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from processing.sources import SourceNotAllowed, check_source_url
-from videos.health import health_status
+from videos.health import COUNTER_KEYS, KIND_PLURALS, OBJECT_KINDS, health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
 from videos.serializers.stream_settings import StreamSettingsField, default_stream_settings
@@ -48,6 +48,53 @@ def validate_source_url(value: str | None) -> str | None:
             message = _("Enter a valid URL.")
         raise serializers.ValidationError(message) from exc
     return value
+
+
+def _counters_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {key: {"type": "integer"} for key in COUNTER_KEYS}}
+
+
+# The statistic of api-notes.md (every key, in the page's order; empty while an archive waits for its source),
+# then ours: progress and eta_seconds (README "API").
+STATISTIC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "processed_duration": {"type": "number", "description": "Seconds of the video processed."},
+        **{
+            f"{KIND_PLURALS[kind]}_{key}": {"type": "integer"}
+            for kind in OBJECT_KINDS
+            for key in COUNTER_KEYS
+        },
+        "processing_fps": {"type": "number"},
+        "frames_dropped": {"type": "integer"},
+        "frames_processed": {"type": "integer"},
+        "frames_imotion_skipped": {"type": "integer"},
+        "decoding_soft_errors": {"type": "integer"},
+        "frame_width": {"type": "integer"},
+        "frame_height": {"type": "integer"},
+        "last_stream_timestamp": {"type": "number"},
+        "objects": {
+            "type": "object",
+            "nullable": True,
+            "properties": {kind: _counters_schema() for kind in OBJECT_KINDS},
+        },
+        "job_starts": {"type": "integer", "description": "Times a worker started this job, resumes included."},
+        "progress": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Share of the video processed: 1 once completed, 0 while its length is unknown; where "
+            "it ended for a failed or interrupted job.",
+        },
+        "eta_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "nullable": True,
+            "description": "Seconds until the running job is done, at its recent rate; null until that rate is "
+            "measured, when the length is unknown and when the job is not running (0 once completed).",
+        },
+    },
+}
 
 
 class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
@@ -118,7 +165,7 @@ class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerialize
                 "enabled": {"type": "boolean"},
                 "status": {"type": "string"},
                 "msg": {"type": "string"},
-                "statistic": {"type": "object", "additionalProperties": True},
+                "statistic": STATISTIC_SCHEMA,
                 "code": {"type": "string"},
                 "code_desc": {"type": "string"},
             },

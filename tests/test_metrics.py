@@ -188,6 +188,27 @@ def metered_worker(transactional_db, processing_queue, media_root, tmp_path, met
     process.stop()
 
 
+_GUNICORN_PIDS: dict[int, int] = {}
+
+
+def metered_web_pid(port: int) -> int:
+    """The gunicorn arbiter serving on `port` (started by the metered_web fixture)."""
+    return _GUNICORN_PIDS[port]
+
+
+def _children(parent: int) -> set[int]:
+    """The processes whose parent is `parent` (read from /proc)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.add(int(stat.parent.name))
+    return children
+
+
 @pytest.fixture
 def metered_web(transactional_db, processing_queue, media_root, tmp_path, metrics_dir) -> Iterator[int]:
     """gunicorn, two processes, on the test database and this test's queues; /metrics open to 127.0.0.1 only."""
@@ -197,11 +218,11 @@ def metered_web(transactional_db, processing_queue, media_root, tmp_path, metric
            "FFV_CONTROL_QUEUE": control_queue_of(processing_queue), "PYTHONPATH": str(ROOT),
            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "FFV_METRICS_ALLOWED_IPS": "127.0.0.1"}
     log_path = tmp_path / "gunicorn.log"
+    env.update({"FFV_BIND": f"127.0.0.1:{port}", "FFV_WEB_WORKERS": "2"})
     with log_path.open("ab") as log:
+        # As `./dev serve` starts it: the serving config file, with its hooks.
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "findface_videos.wsgi:application", "-c",
-             "python:findface_videos.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--access-logfile", "-", "--access-logformat", "ACCESS pid=%(p)s %(U)s %(s)s"],
+            [sys.executable, "-m", "gunicorn", "-c", "findface_videos/gunicorn_conf.py"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -211,8 +232,10 @@ def metered_web(transactional_db, processing_queue, media_root, tmp_path, metric
             except OSError:
                 return process.poll() is not None
         assert wait_for(answering, timeout=60) and process.poll() is None, log_path.read_text(errors="replace")
+        _GUNICORN_PIDS[port] = process.pid
         yield port
     finally:
+        _GUNICORN_PIDS.pop(port, None)
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
 
@@ -244,17 +267,19 @@ def test_a_worker_and_two_web_processes_all_show_in_one_scrape(
     failed = VideoArchive.objects.get(pk=bad)
     assert failed.job_state == JobState.FAILED and failed.job_msg_code
 
-    # API requests through gunicorn until both of its processes have answered some.
+    # API requests through gunicorn until both of its processes have measured some (a process's request
+    # histogram file appears with its first measured request).
     web = Http(metered_web, token_create(user=operator, device_uuid="metrics").key)
-    access_log = tmp_path / "gunicorn.log"
+    assert wait_for(lambda: len(_children(metered_web_pid(metered_web))) == 2, timeout=30)
+    web_pids = _children(metered_web_pid(metered_web))
     sent = 0
     while sent < 200:
         assert web.get("/videos/count/")[0] == 200
         sent += 1
-        pids = set(re.findall(r"ACCESS pid=<?(\d+)>? /videos/count/ 200", access_log.read_text()))
-        if len(pids) >= 2 and sent >= 10:
+        measured = {pid for pid in web_pids if (metrics_dir / f"histogram_{pid}.db").exists()}
+        if measured == web_pids and sent >= 10:
             break
-    assert len(pids) == 2, access_log.read_text()
+    assert measured == web_pids, sorted(path.name for path in metrics_dir.iterdir())
 
     status, headers, body = Http(metered_web).get("/metrics")
     assert status == 200, body

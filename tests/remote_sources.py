@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     content_length: bool = True  # False: the body ends when the connection closes
     close_at_once: bool = False  # close the connection without an answer
+    trickle: float = 0.0  # seconds between 4 KiB pieces of the body (a slow server); 0: all at once
 
 
 class RecordingServer:
@@ -104,7 +106,12 @@ class RecordingServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 try:
-                    self.wfile.write(answer.body)
+                    if not answer.trickle:
+                        self.wfile.write(answer.body)
+                    for start in range(0, len(answer.body) if answer.trickle else 0, 4096):
+                        self.wfile.write(answer.body[start:start + 4096])
+                        self.wfile.flush()
+                        time.sleep(answer.trickle)
                 except OSError:
                     pass  # the client went (a size cap, a stop)
 

@@ -186,6 +186,15 @@ FFV_PAGE_SIZE_MAX = env_int("FFV_PAGE_SIZE_MAX", 1000, minimum=1)
 # Hosts an archive `url` may name; empty means any public host. Private ranges need FFV_URL_ALLOW_PRIVATE.
 FFV_URL_ALLOWED_HOSTS = env_list("FFV_URL_ALLOWED_HOSTS", [])
 FFV_URL_ALLOW_PRIVATE = env_bool("FFV_URL_ALLOW_PRIVATE", False)
+# A url source is downloaded by the worker itself (processing.fetch) into a spool file under FFV_FETCH_DIR (empty:
+# the system's temporary directory) of at most FFV_FETCH_MAX_BYTES, following at most FFV_FETCH_MAX_REDIRECTS
+# redirects, each checked against the url policy; FFV_FETCH_TIMEOUT_SECONDS bounds the connect and each read.
+FFV_FETCH_MAX_BYTES = env_int("FFV_FETCH_MAX_BYTES", 8 * 1024**3, minimum=1)
+FFV_FETCH_MAX_REDIRECTS = env_int("FFV_FETCH_MAX_REDIRECTS", 5, minimum=0)
+FFV_FETCH_TIMEOUT_SECONDS = env_float("FFV_FETCH_TIMEOUT_SECONDS", 15.0, minimum=0.1)
+FFV_FETCH_DIR = env_str("FFV_FETCH_DIR", "")
+if FFV_FETCH_DIR and not Path(FFV_FETCH_DIR).is_dir():
+    raise ImproperlyConfigured(f"FFV_FETCH_DIR={FFV_FETCH_DIR!r} is not a directory")
 # How often a running job writes its statistic and reads the stop flag.
 FFV_PROGRESS_INTERVAL = env_float("FFV_PROGRESS_INTERVAL", 1.0, minimum=0.05)
 # A job whose worker has not written a heartbeat for this long is taken to be dead and may be claimed again.

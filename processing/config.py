@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from processing.fetch import FetchPolicy
 from processing.media import Crop
 from processing.stream_settings import OBJECT_KINDS, defaults_of, detector_defaults
 
@@ -114,6 +115,8 @@ class PipelineSettings:
     decode_stall_seconds: float = 60.0
     # The worker process's memory limit in bytes (0 = none): a video whose frames cannot fit it fails at once.
     memory_limit_bytes: int = 0
+    # How a url source is fetched (processing.fetch): FFmpeg only ever opens the local spool file.
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
     # The checkpoint a resumed run starts from (Progress.checkpoint of the interrupted run), or None.
     resume_from: dict[str, Any] | None = None
 

@@ -26,6 +26,11 @@ MESSAGES: dict[str, str] = {
     "frame_too_large": "frame size %(width)dx%(height)d exceeds the limit of %(max_pixels)d pixels",
     "too_many_decoding_errors": "too many decoding errors (%(count)d), last: %(reason)s",
     "jpeg_encoding_failed": "the frame could not be encoded as JPEG",
+    # Fetching a url source (processing.fetch.FetchError): never a network detail (see processing.fetch)
+    "source_not_allowed": "the source redirected to an address that is not allowed",
+    "source_unreachable": "the source could not be fetched",
+    "source_too_many_redirects": "the source redirected more than %(limit)d times, or in a loop",
+    "source_too_large": "the source is larger than the limit of %(limit)d bytes",
     # The run (processing.pipeline.PipelineError)
     "source_stalled": "the source stalled: no frame came from the decoder for %(seconds)s seconds",
     "out_of_memory": "the job needs more memory than this worker may use",

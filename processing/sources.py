@@ -1,18 +1,22 @@
 """Which network sources a job may open: http/https only, allowed hosts, no private ranges. No Django here.
 
-The API checks the URL as written (`check_source_url(..., resolve=False)`); the worker checks it again with
-the host resolved (`resolve=True`) right before opening it, so a DNS name that points into a private range
-is refused too. FFmpeg resolves the name once more when it connects: a DNS answer that changes between the
-two lookups (rebinding) is not covered; operators who need that put workers behind an egress proxy.
+The API checks the URL as written (`check_source_url(..., resolve=False)`). The worker never lets FFmpeg open
+a URL: processing.fetch checks every hop (redirects included) with `check_source_url(..., resolve=False)` and
+`allowed_addresses`, and connects to exactly the addresses it checked, so a DNS answer that changes between the
+check and the connection (rebinding) cannot take it elsewhere.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# socket.getaddrinfo's signature: (host, port) -> [(family, type, proto, canonname, sockaddr), ...]
+Resolver = Callable[..., list[tuple[Any, ...]]]
 
 
 class SourceNotAllowed(ValueError):
@@ -53,16 +57,34 @@ def check_source_url(url: str, *, allowed_hosts: list[str], allow_private: bool,
         return host
     if host == "localhost" or host.endswith(".localhost"):
         raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)
-    addresses: list[Address] = []
     literal = literal_address(host)
     if literal is not None:
-        addresses.append(literal)
+        _refuse_private(host, [literal])
     elif resolve:
+        allowed_addresses(host, parts.port or (443 if parts.scheme == "https" else 80), allow_private=False)
+    return host
+
+
+def allowed_addresses(host: str, port: int, *, allow_private: bool,
+                      resolver: Resolver = socket.getaddrinfo) -> list[Address]:
+    """The addresses `host` resolves to, in the resolver's order and without repeats, if every one of them is
+    allowed (a name with one private address among public ones is refused as a whole); raises SourceNotAllowed."""
+    literal = literal_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
         try:
-            infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
-        except OSError as exc:
+            infos = resolver(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
             raise SourceNotAllowed("unresolvable", f"host {host} cannot be resolved: {exc}", host) from exc
-        addresses.extend(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+        if not addresses:
+            raise SourceNotAllowed("unresolvable", f"host {host} cannot be resolved", host)
+    if not allow_private:
+        _refuse_private(host, addresses)
+    return addresses
+
+
+def _refuse_private(host: str, addresses: list[Address]) -> None:
     if any(not address.is_global for address in addresses):
         raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)
-    return host

@@ -309,7 +309,7 @@ def test_every_job_message_code_reads_in_english_and_russian_without_paths():
                           "reason": "Invalid data", "width": 8000, "height": 8000, "max_pixels": 1, "count": 5,
                           "seconds": 60, "tracker": "x", "kind": "face", "available": "simple_iou",
                           "crop": "10x10+0+0", "frame_width": 5, "frame_height": 5,
-                          "file": "/srv/models/secret/yolov8n.onnx"})
+                          "file": "/srv/models/secret/yolov8n.onnx", "limit": 5})
     assert params["file"] == "yolov8n.onnx"
     for code in MESSAGES:
         with translation.override("en"):

@@ -36,6 +36,11 @@ MESSAGES: dict[str, Any] = {
     "url_host": _("The url cannot be opened: host %(host)s is not in the allowed list."),
     "url_private": _("The url cannot be opened: private, loopback and link-local hosts are not allowed."),
     "url_unresolvable": _("The url cannot be opened: host %(host)s cannot be resolved."),
+    # Fetching the url (processing.fetch): what answered, or did not, on an address is never said.
+    "source_not_allowed": _("The url cannot be opened: it redirected to an address that is not allowed."),
+    "source_unreachable": _("The video could not be fetched from its url."),
+    "source_too_many_redirects": _("The url redirected more than %(limit)s times, or in a loop."),
+    "source_too_large": _("The video at the url is larger than the limit of %(limit)s bytes (FFV_FETCH_MAX_BYTES)."),
     # The pipeline's (processing.errors.MESSAGES has each in English for logs; these are what users read).
     "source_missing": _("The video archive has no source: upload a file or set its url."),
     "source_unreadable": _("The video cannot be opened: %(reason)s."),

@@ -35,10 +35,11 @@ from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as BrokerError
 
 from processing.config import ModelPaths, PipelineSettings
+from processing.fetch import FetchError, FetchPolicy
 from processing.media import MediaError
 from processing.pipeline import PipelineError, Progress, run_pipeline
 from processing.posting import PostedObject
-from processing.sources import SourceNotAllowed, check_source_url
+from processing.sources import SourceNotAllowed
 from processing.stream_settings import complete_stream_settings
 from videos import broker, metrics
 from videos.clusters import enqueue_clustering, lock_clusters, uncluster_archive
@@ -349,14 +350,13 @@ def run_job(
                 result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
                                       should_stop=lambda: not state["go_on"], on_event=on_event)
         elif job.url:
-            # Checked again here, with the host resolved: the API could only check the name as written.
-            check_source_url(job.url, allowed_hosts=settings.FFV_URL_ALLOWED_HOSTS,
-                             allow_private=settings.FFV_URL_ALLOW_PRIVATE, resolve=True)
+            # Fetched by the pipeline (processing.fetch), which checks every hop with the host resolved: the API
+            # could only check the name as written.
             result = run_pipeline(_pipeline_settings(job, job.url), on_progress=on_progress,
                                   should_stop=lambda: not state["go_on"], on_event=on_event)
         else:
             raise MediaError("source_missing")
-    except (SourceNotAllowed, MediaError, PipelineError, FileNotFoundError, MemoryError) as exc:
+    except (SourceNotAllowed, FetchError, MediaError, PipelineError, FileNotFoundError, MemoryError) as exc:
         code, params = _failure(exc)
         logger.warning("video archive %s task %s: failed (%s): %s", archive_id, task_id, code, exc)
         job_finish(job, JobState.FAILED, code, params)
@@ -455,6 +455,14 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
         detect_workers=settings.FFV_DETECT_WORKERS,
         decode_buffer_bytes=settings.FFV_DECODE_BUFFER_MB * 1024 * 1024,
         memory_limit_bytes=settings.FFV_WORKER_MEMORY_LIMIT_MB * 1024 * 1024,
+        fetch=FetchPolicy(
+            allowed_hosts=tuple(settings.FFV_URL_ALLOWED_HOSTS),
+            allow_private=settings.FFV_URL_ALLOW_PRIVATE,
+            max_bytes=settings.FFV_FETCH_MAX_BYTES,
+            max_redirects=settings.FFV_FETCH_MAX_REDIRECTS,
+            timeout=settings.FFV_FETCH_TIMEOUT_SECONDS,
+            spool_dir=settings.FFV_FETCH_DIR,
+        ),
     )
 
 

@@ -6,6 +6,10 @@ The consumer never blocks on the decoder for long: when no frame comes for a pol
 None (a tick, so that the run can report progress and honour a stop request), and when none came for
 `stall_seconds` it raises SourceStalled. A decoder stuck in a demuxer is abandoned (it is a daemon thread):
 it cannot keep the job, or the process, from finishing.
+
+A url source is fetched first, in the same thread (processing.fetch): the download is stopped with the source,
+and every chunk that arrives counts as progress for the watchdog (the fetch's own read timeout ends a server
+that stops sending). The spool file goes when the decoder's generator is closed.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 
 from processing.config import PipelineSettings
 from processing.decoding import DecodedFrame, DecodeStats, decode_frames
+from processing.fetch import is_remote, spooled
 from processing.pipeline.errors import SourceStalled, out_of_memory
 
 # Copies of a frame a run holds at once (decoder's picture, BGR frame, transformed frame, the detector's input):
@@ -32,14 +38,14 @@ class FrameSource:
     """Iterates the decoded frames, with None for each poll interval the decoder kept the caller waiting."""
 
     def __init__(self, frames: Generator[DecodedFrame, None, None], stats: DecodeStats, *, stall_seconds: float,
-                 poll: float) -> None:
+                 poll: float, stop: threading.Event | None = None) -> None:
         self.stats = stats
         self._frames = frames
         self._stall_seconds = stall_seconds
         self._poll = max(0.01, min(poll, stall_seconds) if stall_seconds > 0 else poll)
         # One frame until `release`: the first frame waits there while the run checks its size.
         self._buffer: queue.Queue[object] = queue.Queue(maxsize=1)
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._released = threading.Event()
         self._last_item = time.monotonic()
         self._stalled = False
@@ -48,16 +54,19 @@ class FrameSource:
 
     @classmethod
     def open(cls, settings: PipelineSettings, stats: DecodeStats, *, first_index: int) -> FrameSource:
-        frames = decode_frames(
-            settings.source,
-            stats,
-            max_pixels=settings.max_pixels,
-            options=settings.ffmpeg_options,
-            format_name=settings.ffmpeg_format or None,
-            first_index=first_index,
-        )
+        stop = threading.Event()
+        if is_remote(settings.source):
+            frames = _fetched_frames(settings, stats, first_index=first_index, should_stop=stop.is_set,
+                                     on_data=lambda: source.touch())
+        else:
+            frames = _frames(settings, settings.source, stats, first_index=first_index)
         poll = min(max(settings.progress_interval, 0.05), MAX_POLL)
-        return cls(frames, stats, stall_seconds=settings.decode_stall_seconds, poll=poll)
+        source = cls(frames, stats, stall_seconds=settings.decode_stall_seconds, poll=poll, stop=stop)
+        return source
+
+    def touch(self) -> None:
+        """The source made progress without a frame (a fetch received data): the watchdog starts over."""
+        self._last_item = time.monotonic()
 
     def release(self, depth: int) -> None:
         """Let the decoder go on past the first frame, buffering up to `depth` frames ahead."""
@@ -131,6 +140,25 @@ class FrameSource:
             self._put(exc)
         finally:
             self._frames.close()
+
+
+def _frames(settings: PipelineSettings, path: str | Path, stats: DecodeStats, *, first_index: int
+            ) -> Generator[DecodedFrame, None, None]:
+    return decode_frames(
+        path,
+        stats,
+        max_pixels=settings.max_pixels,
+        options=settings.ffmpeg_options,
+        format_name=settings.ffmpeg_format or None,
+        first_index=first_index,
+    )
+
+
+def _fetched_frames(settings: PipelineSettings, stats: DecodeStats, *, first_index: int,
+                    should_stop: Callable[[], bool], on_data: Callable[[], None]
+                    ) -> Generator[DecodedFrame, None, None]:
+    with spooled(str(settings.source), settings.fetch, should_stop=should_stop, on_data=on_data) as path:
+        yield from _frames(settings, path, stats, first_index=first_index)
 
 
 def buffer_depth(settings: PipelineSettings, stats: DecodeStats) -> int:

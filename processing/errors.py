@@ -16,6 +16,7 @@ Param = str | int | float
 MESSAGES: dict[str, str] = {
     # The source (processing.media.MediaError)
     "source_missing": "the archive has no source",
+    "source_file_missing": "the archive's source file is no longer in storage",
     "source_unreadable": "the video cannot be opened: %(reason)s",
     "unsupported_container": "not a readable video in a supported container "
                              "(mp4, mov, avi, mkv, webm, flv, ts, mpg, wmv, ogv)",

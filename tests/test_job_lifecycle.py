@@ -298,6 +298,21 @@ def test_a_job_that_decodes_no_frame_is_red_not_completed(api, default_group, wo
     assert health["msg"]
 
 
+@pytest.mark.worker
+def test_a_source_file_gone_from_storage_is_red_with_its_own_message(api, default_group, worker, video_file,
+                                                                     media_root):
+    archive_id = _archive_with_video(api, default_group, video_file)
+    stored = media_root / VideoArchive.objects.get(pk=archive_id).source_file.name
+    stored.unlink()  # an operator's cleanup, or a storage that lost it
+    assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+    assert wait_for(lambda: api.get(f"/videos/{archive_id}/").json()["health_status"]["code"] == "red",
+                    timeout=60), worker.log()
+    health = api.get(f"/videos/{archive_id}/").json()["health_status"]
+    assert health["status"] == "MISCONFIGURED"
+    assert "no longer in storage" in health["msg"] and "model" not in health["msg"]
+    assert str(media_root) not in health["msg"]
+
+
 def test_every_job_message_code_reads_in_english_and_russian_without_paths():
     from django.utils import translation
 

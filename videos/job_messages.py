@@ -43,6 +43,7 @@ MESSAGES: dict[str, Any] = {
     "source_too_large": _("The video at the url is larger than the limit of %(limit)s bytes (FFV_FETCH_MAX_BYTES)."),
     # The pipeline's (processing.errors.MESSAGES has each in English for logs; these are what users read).
     "source_missing": _("The video archive has no source: upload a file or set its url."),
+    "source_file_missing": _("The archive's source file is no longer in storage: upload it again."),
     "source_unreadable": _("The video cannot be opened: %(reason)s."),
     "unsupported_container": _(
         "The file is not a readable video in a supported container (mp4, mov, avi, mkv, webm, flv, ts, mpg, wmv, ogv)."

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -312,7 +313,8 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     if code:
         return code, dict(getattr(exc, "params", {}) or {})
     if isinstance(exc, FileNotFoundError):
-        return "model_missing", {"file": exc.filename or str(exc)}
+        # Models raise ModelMissing (it has a code): a plain one is the source's copy, gone from storage.
+        return "source_file_missing", {}
     if isinstance(exc, MemoryError):
         return "out_of_memory", {}
     return "internal_error", {"error": type(exc).__name__}
@@ -346,6 +348,8 @@ def run_job(
 
     try:
         if job.source_name:
+            if not default_storage.exists(job.source_name):  # gone from storage since the upload
+                raise MediaError("source_file_missing")
             with local_path(job.source_name) as path:
                 result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
                                       should_stop=lambda: not state["go_on"], on_event=on_event)

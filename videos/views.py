@@ -84,7 +84,7 @@ class ListCountMixin:
             # Checked as the list checks it (`ordering=,` is a BAD_PARAM there), though a count has no order.
             self.paginator._ordering(request, self)
         queryset = self.filter_queryset(self.get_queryset())
-        return Response({"count": queryset.count()})
+        return Response({"count": selectors.row_count(queryset)})
 
 
 class ApiModelViewSet(ListCountMixin, viewsets.ModelViewSet):

@@ -7,8 +7,9 @@ checkout), the bench:
    code, and fills it with COPY: 100,000 archives (full default stream_settings, 5% NULL names, duplicate names,
    10 camera groups, created over a year), 100,000 face events with 2 KiB embeddings on the first 1,000 archives,
    20,000 body and 20,000 car events, 5,000 face / 1,000 body / 1,000 car clusters; then VACUUM ANALYZE;
-2. runs every case once in-process (Django test client, token auth as over HTTP) to count the SQL queries of the
-   request and to EXPLAIN ANALYZE its slowest query;
+2. runs every case in-process (Django test client, token auth as over HTTP) to count the SQL queries of the
+   request, to take its CPU time in this process (median of 7, or 2 at limit 1000) and to EXPLAIN ANALYZE its
+   slowest query other than the token lookup;
 3. starts `gunicorn findface_videos.wsgi:application --workers N` in that tree and times each case sequentially
    over real HTTP (http.client, keep-alive): p50/p95 of `--repeat` requests (after 2 warm-ups) at limit 20 and
    of `--repeat-large` at limit 1000;
@@ -293,16 +294,26 @@ def probe(out: Path) -> None:
     results = {}
     for name, path, limit in requests_of(cases()):
         client.get(path)  # warm-up (caches, the connection)
+        # CPU time of this process (Django, DRF, psycopg) per request: unlike wall time, it hardly depends on what
+        # else the machine runs. The database's own time is in the EXPLAIN ANALYZE below.
+        cpu = []
+        for _ in range(2 if limit == 1000 else 7):
+            start = time.process_time()
+            client.get(path)
+            cpu.append(1000 * (time.process_time() - start))
         with CaptureQueriesContext(connection) as captured:
             response = client.get(path)
         assert response.status_code == 200, (path, response.status_code, response.content[:300])
         body = response.json()
         rows = body["count"] if "count" in body else len(body["results"])
-        slowest = max(captured.captured_queries, key=lambda query: float(query["time"]))
+        # The request's own queries: the token lookup of the authentication is the same everywhere.
+        own = [query for query in captured.captured_queries if '"videos_authtoken"' not in query["sql"]]
+        slowest = max(own, key=lambda query: float(query["time"]))
         with connection.cursor() as cur:
             cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + slowest["sql"])
             plan = "\n".join(row[0] for row in cur.fetchall())
         results[f"{name} @{limit}"] = {"path": path, "limit": limit, "queries": len(captured.captured_queries),
+                                       "cpu_ms": statistics.median(cpu),
                                        "rows": rows, "slowest_sql": slowest["sql"], "plan": plan}
     out.write_text(json.dumps(results, indent=2))
 
@@ -458,7 +469,7 @@ def run_trees(trees: dict[str, Path], args: argparse.Namespace, stream_settings:
     for label, result in prepared.items():
         probed = result.pop("probe")
         for key, value in timed[label].items():
-            value.update({k: probed[key][k] for k in ("queries", "rows")})
+            value.update({k: probed[key][k] for k in ("queries", "rows", "cpu_ms")})
         result.pop("url")
         out[label] = {**result, "requests": timed[label], "concurrent": concurrent_results[label],
                       "plans": {key: {"sql": value["slowest_sql"], "plan": value["plan"]}

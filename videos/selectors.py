@@ -13,6 +13,16 @@ def archive_list() -> QuerySet[VideoArchive]:
     return VideoArchive.objects.defer("job_checkpoint")
 
 
+# Columns of an archive the API never shows: a page of up to 1,000 rows skips reading and converting them.
+_ARCHIVE_HIDDEN = ("save_to", "modified_date", "stop_requested", "job_task_id", "job_claim", "job_purge_pending",
+                   "job_worker", "job_heartbeat", "job_checkpoint", "queued_date", "processing_finish_date")
+
+
+def archive_page_list() -> QuerySet[VideoArchive]:
+    """The archives of a list page: only what the API shows (the rows are read, never saved)."""
+    return VideoArchive.objects.defer(*_ARCHIVE_HIDDEN)
+
+
 def camera_group_list() -> QuerySet[CameraGroup]:
     return CameraGroup.objects.all()
 

@@ -105,7 +105,7 @@ class VideoArchiveViewSet(ApiModelViewSet):
     filterset_class = VideoArchiveFilterSet
 
     def get_queryset(self):
-        return selectors.archive_list()
+        return selectors.archive_page_list() if self.action == "list" else selectors.archive_list()
 
     def perform_create(self, serializer: VideoArchiveSerializer) -> None:
         serializer.instance = services.archive_create(data=serializer.validated_data)

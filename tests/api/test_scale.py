@@ -213,3 +213,36 @@ def test_every_ordering_is_read_from_an_index(api, default_group, path):
             finally:
                 cursor.execute("RESET enable_sort")
         assert "Sort" not in plan and "Index" in plan, plan
+
+
+def test_fast_representation_is_drfs_own(api, default_group):
+    """FastRepresentationMixin skips DRF's per-field indirection; its output must be DRF's, key for key."""
+    from rest_framework.test import APIRequestFactory
+
+    from videos.event_selectors import cluster_sources
+    from videos.models import Camera, Case, JobState
+    from videos.serializers.archives import VideoArchiveSerializer
+    from videos.serializers.clusters import ClusterSerializer
+    from videos.serializers.events import EventSerializer, FaceEventSerializer
+    from videos.serializers.fields import FastRepresentationMixin
+
+    populate(default_group, 4)
+    camera = Camera.objects.create(camera_group=default_group, name="cam")
+    VideoArchive.objects.filter(pk=VideoArchive.objects.first().pk).update(
+        camera=camera, case=Case.objects.create(name="case"), url="http://example.com/a.mp4", source_len=12.5,
+        job_state=JobState.COMPLETED, statistic={"frames_processed": 9, "objects": {"car": {"posted": 1}}},
+        job_msg_code="internal_error", job_msg_params={"error": "boom"}, file_size=10)
+    request = APIRequestFactory().get("/videos/", HTTP_HOST="testserver")
+    cases = [(VideoArchiveSerializer, list(VideoArchive.objects.all()), {})]
+    for kind, model in EVENT_MODELS.items():
+        serializer = FaceEventSerializer if kind == "face" else EventSerializer
+        cases.append((serializer, list(model.objects.all()), {}))
+        clusters = list(CLUSTER_MODELS[kind].objects.all())
+        cases.append((ClusterSerializer, clusters,
+                      {"sources": cluster_sources(kind=kind, cluster_ids=[c.pk for c in clusters])}))
+    for serializer_class, rows, extra in cases:
+        assert rows
+        fast = serializer_class(rows, many=True, context={"request": request, **extra}).data
+        drf = serializer_class(rows, many=True, context={"request": request, **extra})
+        own = [super(FastRepresentationMixin, drf.child).to_representation(row) for row in rows]
+        assert [list(row.items()) for row in fast] == [list(row.items()) for row in own], serializer_class

@@ -84,7 +84,7 @@ class ListCountMixin:
             # Checked as the list checks it (`ordering=,` is a BAD_PARAM there), though a count has no order.
             self.paginator._ordering(request, self)
         queryset = self.filter_queryset(self.get_queryset())
-        return Response({"count": queryset.count()})
+        return Response({"count": selectors.row_count(queryset)})
 
 
 class ApiModelViewSet(ListCountMixin, viewsets.ModelViewSet):
@@ -105,7 +105,7 @@ class VideoArchiveViewSet(ApiModelViewSet):
     filterset_class = VideoArchiveFilterSet
 
     def get_queryset(self):
-        return selectors.archive_list()
+        return selectors.archive_page_list() if self.action == "list" else selectors.archive_list()
 
     def perform_create(self, serializer: VideoArchiveSerializer) -> None:
         serializer.instance = services.archive_create(data=serializer.validated_data)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -14,7 +13,8 @@ from rest_framework.validators import UniqueValidator
 from processing.sources import SourceNotAllowed, check_source_url
 from videos.health import COUNTER_KEYS, KIND_PLURALS, OBJECT_KINDS, health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
-from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
+from videos.serializers.events import absolute_url
+from videos.serializers.fields import ExcessFieldsRejectMixin, FastRepresentationMixin, StrictCharField
 from videos.serializers.stream_settings import StreamSettingsField, default_stream_settings
 
 
@@ -97,7 +97,7 @@ STATISTIC_SCHEMA: dict[str, Any] = {
 }
 
 
-class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
+class VideoArchiveSerializer(FastRepresentationMixin, ExcessFieldsRejectMixin, serializers.ModelSerializer):
     camera_group = StrictPrimaryKeyRelatedField(queryset=CameraGroup.objects.all())
     name = StrictCharField(allow_null=True, min_length=1, max_length=256)
     url = StrictCharField(allow_null=True, min_length=1, max_length=2048, required=False, default=None,
@@ -154,9 +154,7 @@ class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerialize
 
     @extend_schema_field({"type": "string", "format": "uri"})
     def get_screenshot(self, archive: VideoArchive) -> str:
-        path = reverse("videoarchive-screenshot", kwargs={"pk": archive.pk})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
+        return absolute_url(self.context, "videoarchive-screenshot", archive.pk)
 
     @extend_schema_field(
         {

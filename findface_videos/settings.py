@@ -129,6 +129,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["videos.permissions.ModelPermissions"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # 401/403 before 406: DRF's own negotiation runs before authentication.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "videos.negotiation.AuthFirstContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["videos.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "videos.errors.exception_handler",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -75,3 +76,12 @@ class ExcessFieldsRejectMixin:
             if excess:
                 raise serializers.ValidationError({str(excess[0]): [self.error_messages["excess"]]})  # type: ignore[attr-defined]
         return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter in ASCII digits: int() alone also reads "١٢٣", " 5", "+5" and "1_0"."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not re.fullmatch(r"-?[0-9]{1,18}", data):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -271,3 +271,18 @@ def test_schema_lists_the_new_codes(api):
     schema = json.loads(api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
     enum = schema["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
     assert {"METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE", "TOO_MANY_REQUESTS"} <= set(enum)
+
+
+# --- Host header
+
+
+@pytest.mark.parametrize("path", ["/videos/", "/videos/{id}/", "/videos/?limit=1"])
+def test_forged_host_is_refused_and_never_reaches_a_url(api, archive_id, path):
+    response = api.get(path.format(id=archive_id), HTTP_HOST="evil.example")
+
+    assert_error(response, 400, "BAD_PARAM")
+    assert b"evil.example" not in response.content
+    # Nor through a proxy's header, which is not trusted (USE_X_FORWARDED_HOST is off).
+    forwarded = api.get(path.format(id=archive_id), HTTP_X_FORWARDED_HOST="evil.example")
+    assert forwarded.status_code == 200 and b"evil.example" not in forwarded.content
+    assert b"http://testserver/" in forwarded.content

@@ -314,3 +314,10 @@ FFV_SEARCH_EXACT_LIMIT = env_int("FFV_SEARCH_EXACT_LIMIT", 20_000, minimum=0)
 FFV_SEARCH_RECONCILE_SECONDS = env_float("FFV_SEARCH_RECONCILE_SECONDS", 60.0, minimum=0.0)
 # POST /detect/: the largest image accepted, in bytes (413 above).
 FFV_DETECT_MAX_IMAGE_SIZE = env_int("FFV_DETECT_MAX_IMAGE_SIZE", 16 * 1024 * 1024, minimum=1024)
+
+# --- Housekeeping by the periodic sweeper (videos.cleanup).
+# Upload temporaries (in FILE_UPLOAD_TEMP_DIR, the system's temporary folder by default) not written to for this many
+# seconds belong to an upload whose web worker was killed: deleted. A live upload rewrites its file at every chunk.
+FFV_UPLOAD_TEMP_MAX_AGE = env_int("FFV_UPLOAD_TEMP_MAX_AGE", 3600, minimum=60)
+# `/detect/` results (search probes) are deleted this many seconds after they were made.
+FFV_DETECTION_MAX_AGE = env_int("FFV_DETECTION_MAX_AGE", 24 * 3600, minimum=60)

@@ -20,7 +20,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from videos import selectors, services
+from videos import cleanup, selectors, services
 from videos.errors import BadParam, endpoint_views
 from videos.filters import CameraFilterSet, CameraGroupFilterSet, VideoArchiveFilterSet
 from videos.negotiation import IMAGE_RENDERERS, ImageEndpointMixin
@@ -151,6 +151,7 @@ class VideoArchiveViewSet(ImageEndpointMixin, ApiModelViewSet):
     @requires("change")
     def upload_source_file(self, request: Request, pk: str) -> Response:
         archive_id = self._archive_id()
+        cleanup.upload_temps_sweep_now_and_then()  # what killed web workers of this host left behind
         raw = request._request
         content_type = raw.META.get("CONTENT_TYPE", "")
         content_length = _content_length(raw.META.get("CONTENT_LENGTH"))

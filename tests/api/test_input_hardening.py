@@ -286,3 +286,18 @@ def test_forged_host_is_refused_and_never_reaches_a_url(api, archive_id, path):
     forwarded = api.get(path.format(id=archive_id), HTTP_X_FORWARDED_HOST="evil.example")
     assert forwarded.status_code == 200 and b"evil.example" not in forwarded.content
     assert b"http://testserver/" in forwarded.content
+
+
+@pytest.mark.parametrize("path, param", [
+    ("/events/faces/?quality_gte=\u0660.\u0665", "quality_gte"),
+    ("/events/bodies/?quality_lte=\u0661", "quality_lte"),
+    ("/events/faces/?looks_like=faceevent:1&threshold=\u0660.\u0665", "threshold"),
+    ("/videos/?created_date_last_n_days=\u0661", "created_date_last_n_days"),
+    ("/videos/?created_date_nth_full_week=\u0661", "created_date_nth_full_week"),
+    ("/videos/count/?created_date_nth_work_week=\u0662", "created_date_nth_work_week"),
+    ("/videos/?limit=\u0661\u0660", "limit"),
+    ("/videos/?id_in=\u0661", "id_in"),
+])
+def test_query_numbers_with_non_ascii_digits_are_bad_param(db, path, param):
+    client = token_client(_user("reader", superuser=True))
+    assert_bad_param(client.get(path), param)

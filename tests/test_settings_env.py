@@ -180,6 +180,9 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"DJANGO_SECRET_KEY_FILE": "/nonexistent/secret"}, "DJANGO_SECRET_KEY_FILE"),
         ({"FFV_REQUIRE_SECRET_KEY": "true"}, "DJANGO_SECRET_KEY"),
         ({"DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
+        ({"FFV_DETECT_RATE": "-1"}, "FFV_DETECT_RATE"),
+        ({"FFV_DETECT_RATE": "ten"}, "FFV_DETECT_RATE"),
+        ({"FFV_SKIP_DUPLICATE_FRAMES": "sometimes"}, "FFV_SKIP_DUPLICATE_FRAMES"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

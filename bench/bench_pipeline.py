@@ -67,7 +67,7 @@ if str(REPO) not in sys.path:
 
 import av  # noqa: E402
 
-import processing.pipeline  # noqa: E402
+import processing.pipeline.detection  # noqa: E402
 from processing.config import DetectorConfig, ModelPaths, PipelineSettings  # noqa: E402
 from processing.decoding import DecodeStats, decode_frames  # noqa: E402
 from processing.detections import Detections  # noqa: E402
@@ -506,7 +506,9 @@ def pipeline_run(
             options["trim_padding"] = False
         return Counted(make_detector(name, **options))
 
-    processing.pipeline.create_detector = pipeline_detector  # type: ignore[attr-defined]
+    # The detection stage looks the factory up in its own module (since the pipeline was split into stages, a
+    # hook on the package no longer reached it: sessions 7's pipeline runs bypassed the detection cache).
+    processing.pipeline.detection.create_detector = pipeline_detector  # type: ignore[attr-defined]
     started = time.perf_counter()
     result = run_pipeline(settings, on_progress=on_progress, should_stop=lambda: False, on_event=on_event)
     wall = time.perf_counter() - started

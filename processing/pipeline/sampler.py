@@ -5,11 +5,11 @@ the loop is paced and frames it is late for are dropped (unless `disable_drops`)
 due, unless it is too still (`imotion_threshold`). Due: every `detect_stride`-th frame; with `detect_rate` > 0
 instead the first frame in a new 1/`detect_rate`-second slot of video time (e.g. rate 10: every 3rd frame at
 30 fps, every 6th at 60, frames 0, 3, 5, 8, 10... at 25), so the cost follows seconds of video, not frames; the
-stride then divides the rate. With
-`skip_duplicate_frames` a due frame that shows what the last analysed one showed (a repeated frame, a still
-scene) is passed over and the next frame is due instead, for at most half the shortest `track_miss_interval`
-(so that no track ends for want of a detection). Slots count from the stream's start and the last analysed frame
-is the checkpoint's frame, so a resumed run analyses the same frames as an uninterrupted one.
+stride then divides the rate. With `skip_duplicate_frames` a due frame that shows what the last analysed one
+showed (a repeated frame, a still scene) is passed over and the next frame is due instead, for at most half the
+shortest `track_miss_interval` (so that no track ends for want of a detection). Slots count from the stream's
+start and the last analysed frame is the checkpoint's frame, so a resumed run analyses the same frames as an
+uninterrupted one.
 """
 
 from __future__ import annotations

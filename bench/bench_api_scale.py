@@ -10,7 +10,8 @@ checkout), the bench:
 2. runs every case in-process (Django test client, token auth as over HTTP) to count the SQL queries of the
    request, to take its CPU time in this process (median of 7, or 2 at limit 1000) and to EXPLAIN ANALYZE its
    slowest query other than the token lookup;
-3. starts `gunicorn findface_videos.wsgi:application --workers N` in that tree and times each case sequentially
+3. serves that tree as `./dev serve` does (`gunicorn -c findface_videos/gunicorn_conf.py`, FFV_WEB_WORKERS=N;
+   a tree without that file: `gunicorn findface_videos.wsgi:application --workers N`) and times each case sequentially
    over real HTTP (http.client, keep-alive): p50/p95 of `--repeat` requests (after 2 warm-ups) at limit 20 and
    of `--repeat-large` at limit 1000;
 4. runs `--clients` concurrent clients (threads, one keep-alive connection each) for `--seconds` on a mix of the
@@ -356,10 +357,19 @@ def login(port: int) -> str:
 
 
 def serve(tree: Path, url: str, port: int, workers: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "findface_videos.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--timeout", "600", "--log-level", "warning"],
-        cwd=tree, env=tree_env(tree, url))
+    """The tree served as `./dev serve` serves it: gunicorn with its config file (findface_videos/gunicorn_conf.py,
+    event-loop workers with a thread pool), or the plain WSGI app for a tree that has no such file."""
+    env = tree_env(tree, url)
+    if (tree / "findface_videos" / "gunicorn_conf.py").exists():
+        # Keep-alive long enough for the sequential clients, which wait for the other tree between requests.
+        env.update(FFV_BIND=f"127.0.0.1:{port}", FFV_WEB_WORKERS=str(workers), FFV_WEB_KEEPALIVE="300")
+        command = [sys.executable, "-m", "gunicorn", "-c", "findface_videos/gunicorn_conf.py",
+                   "--log-level", "warning"]
+    else:
+        command = [sys.executable, "-m", "gunicorn", "findface_videos.wsgi:application", "--bind",
+                   f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "600", "--log-level", "warning"]
+    # The access log (one line a request) would drown the bench's own output.
+    server = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

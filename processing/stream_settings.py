@@ -34,9 +34,11 @@ FFMPEG_FORMATS = (
     "", "mp4", "mov", "matroska", "webm", "avi", "flv", "mpegts", "mpeg", "h264", "hevc", "mjpeg", "asf", "ogg",
     "rtsp",
 )
-_UINT = r"\d{1,12}"
+# [0-9], never \d: \d also matches other scripts' digits (Arabic-Indic "١٢٣"), which FFmpeg does not read.
+_UINT = r"[0-9]{1,12}"
 _FFLAGS = r"(nobuffer|genpts|discardcorrupt|igndts|ignidx|nofillin|noparse|fastseek)"
 # Demuxer options a client may pass, each with the only values it may take: none of them names a path or URL.
+# Matched whole (fullmatch: `$` alone would also let a trailing newline through).
 FFMPEG_OPTIONS: Mapping[str, re.Pattern[str]] = MappingProxyType({
     "analyzeduration": re.compile(rf"^{_UINT}$"),
     "probesize": re.compile(rf"^{_UINT}$"),
@@ -50,14 +52,14 @@ FFMPEG_OPTIONS: Mapping[str, re.Pattern[str]] = MappingProxyType({
     "fflags": re.compile(rf"^[+-]?{_FFLAGS}([+-]{_FFLAGS})*$"),
     "rtsp_transport": re.compile(r"^(tcp|udp|udp_multicast|http|https)$"),
     "rtsp_flags": re.compile(r"^(filter_src|listen|prefer_tcp)$"),
-    "framerate": re.compile(r"^\d{1,4}(/\d{1,4}|\.\d{1,4})?$"),
-    "video_size": re.compile(r"^\d{1,5}x\d{1,5}$"),
+    "framerate": re.compile(r"^[0-9]{1,4}(/[0-9]{1,4}|\.[0-9]{1,4})?$"),
+    "video_size": re.compile(r"^[0-9]{1,5}x[0-9]{1,5}$"),
     "pixel_format": re.compile(r"^[a-z0-9_]{1,32}$"),
     "err_detect": re.compile(r"^[+-]?[a-z]{1,16}([+-][a-z]{1,16})*$"),
-    "ss": re.compile(r"^(\d{1,9}(\.\d{1,6})?|\d{1,3}:\d{2}:\d{2}(\.\d{1,6})?)$"),
+    "ss": re.compile(r"^([0-9]{1,9}(\.[0-9]{1,6})?|[0-9]{1,3}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?)$"),
 })
 # `roi` and `rot`: `WxH+X+Y` in pixels (width and height > 0), or empty for none.
-GEOMETRY_RE = re.compile(r"^(\d{1,5})x(\d{1,5})\+(\d{1,5})\+(\d{1,5})$")
+GEOMETRY_RE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})\+([0-9]{1,5})\+([0-9]{1,5})$")
 
 SettingType = Literal["bool", "int", "number", "str", "str_list"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -27,13 +28,26 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+# The characters RFC 3986 allows in a URI, `%` escapes included (ASCII only). Anything else (a newline or another
+# control character, a space, a quote, non-ASCII text) would reach response headers, logs and FFmpeg as is; a client
+# percent-encodes it. Checked before anything is written.
+_URL_CHARACTER = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+
+
 def validate_source_url(value: str | None) -> str | None:
-    """http/https only; allowed hosts; literal private, loopback or link-local hosts only when allowed.
+    """Characters of a URI only; http/https only; allowed hosts; literal private, loopback or link-local hosts only
+    when allowed.
 
     The worker checks the resolved host again before opening it (processing.sources).
     """
     if value is None:
         return value
+    for position, character in enumerate(value):
+        if not _URL_CHARACTER.fullmatch(character):
+            raise serializers.ValidationError(
+                _("The URL cannot contain %(character)s (at position %(position)d); percent-encode it.")
+                % {"character": ascii(character), "position": position}
+            )
     try:
         check_source_url(value, allowed_hosts=settings.FFV_URL_ALLOWED_HOSTS,
                          allow_private=settings.FFV_URL_ALLOW_PRIVATE, resolve=False)

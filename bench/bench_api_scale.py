@@ -156,6 +156,8 @@ def tree_env(tree: Path, url: str) -> dict[str, str]:
     env.update(DATABASE_URL=url, PYTHONPATH=str(tree), DJANGO_SETTINGS_MODULE="findface_videos.settings",
                DJANGO_DEBUG="false", LOG_LEVEL="WARNING", FFV_VAR_DIR=f"/tmp/bench-api-var-{tree.name}")
     Path(env["FFV_VAR_DIR"], "static").mkdir(parents=True, exist_ok=True)
+    # Trees that fail closed without a key (settings.py) get one; older trees ignore it.
+    env.setdefault("DJANGO_SECRET_KEY", "bench-api-scale-not-a-secret")
     env.pop("CELERY_BROKER_URL", None)  # nothing is queued; the default file-system broker needs no server
     return env
 

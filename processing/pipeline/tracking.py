@@ -117,6 +117,9 @@ class Tracking:
             for kind, kind_tracker in self.kinds.items():
                 # The poster's count now, not as the last report copied it into progress.
                 counters["objects"][kind]["not_posted"] = kind_tracker.poster.checkpoint()["not_posted"]
+            # Where this frame is, not where the sampler (ahead of tracking when frames are detected in
+            # parallel) has got to: a checkpoint is the same whatever the number of detection workers.
+            counters["processed_duration"] = round(sampled.frame.timestamp, 3)
             self.progress.checkpoint = {
                 "frame_index": sampled.frame.index,
                 "next_track_ids": {kind: state["next_id"] for kind, state in trackers.items()},

@@ -131,7 +131,8 @@ def main() -> None:
     endpoint, bucket = f"http://127.0.0.1:{moto_port}", "ffv-bench"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("FFV_", "DJANGO_", "PROMETHEUS_")) and key != "DATABASE_URL"}
-    env.update({"PYTHONPATH": str(ROOT), "FFV_VAR_DIR": str(work / "var"), "MEDIA_ROOT": str(work / "media"),
+    env.update({"PYTHONPATH": str(ROOT), "FFV_DEV": "1", "FFV_VAR_DIR": str(work / "var"),
+                "MEDIA_ROOT": str(work / "media"),
                 "FFV_STORAGE": "s3", "FFV_S3_ENDPOINT_URL": endpoint, "FFV_S3_BUCKET": bucket,
                 "FFV_S3_ACCESS_KEY": "bench", "FFV_S3_SECRET_KEY": "bench-secret",
                 "FFV_MAX_UPLOAD_SIZE": str(max(sizes) * MB + 1), "FFV_WEB_WORKERS": "1",

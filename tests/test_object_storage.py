@@ -94,7 +94,7 @@ def test_settings_choose_the_bucket_from_the_environment_and_fail_loudly_when_wr
     env = {"FFV_STORAGE": "s3", "FFV_S3_ENDPOINT_URL": "http://127.0.0.1:9000", "FFV_S3_BUCKET": "ffv-media",
            "FFV_S3_ACCESS_KEY": "test-access-key", "FFV_S3_SECRET_KEY": "test-secret-key",
            "FFV_S3_TIMEOUT_SECONDS": "3", "FFV_S3_PART_SIZE_MB": "5", "FFV_VAR_DIR": str(tmp_path / "var"),
-           "DJANGO_SETTINGS_MODULE": "findface_videos.settings", "PYTHONPATH": str(ROOT)}
+           "DJANGO_SETTINGS_MODULE": "findface_videos.settings", "PYTHONPATH": str(ROOT), "DJANGO_SECRET_KEY": "k" * 50}
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("FFV_", "AWS_")) and k != "DATABASE_URL"}
     import subprocess
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 # A forward seek of at most this many bytes reads on in the open GET instead of starting a new one.
 _SKIP_LIMIT = 1 * MiB
+# Seconds the storage may take to answer the completion of a multipart upload.
+COMPLETE_TIMEOUT = 600.0
 # Reads of one position tried again over a new GET when a stream breaks mid-way (a dropped connection).
 _READ_ATTEMPTS = 3
 
@@ -79,6 +81,20 @@ class S3Storage(_BaseS3Storage):
     @property
     def client(self):
         return self.connection.meta.client
+
+    @property
+    def completion_client(self):
+        """A client that waits longer for an answer: completing a multipart upload of gigabytes takes the server a
+        while (AWS documents minutes), during which the connection is silent."""
+        client = getattr(self._connections, "completion_client", None)
+        if client is None:
+            client = self._create_session().client(
+                "s3", region_name=self.region_name, use_ssl=self.use_ssl, endpoint_url=self.endpoint_url,
+                config=self.client_config.merge(Config(read_timeout=max(self.timeout, COMPLETE_TIMEOUT))),
+                verify=self.verify,
+            )
+            self._connections.completion_client = client
+        return client
 
     def key(self, name: str) -> str:
         return self._normalize_name(clean_name(name))
@@ -264,8 +280,8 @@ class MultipartWriter:
             else:
                 if self._buffer:
                     self._upload_part(bytes(self._buffer))
-                client.complete_multipart_upload(Bucket=bucket, Key=self._key, UploadId=self._upload_id,
-                                                 MultipartUpload={"Parts": self._parts})
+                self.storage.completion_client.complete_multipart_upload(
+                    Bucket=bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
         self._buffer = bytearray()
         self._upload_id = None
         return self.name

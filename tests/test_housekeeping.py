@@ -45,8 +45,7 @@ def temp_file(folder: Path, name: str, age: float) -> Path:
 def test_the_sweeper_removes_stale_upload_temporaries_and_keeps_fresh_ones(temp_dir):
     stale = [temp_file(temp_dir, "upload-k3j_9x0a", 2 * HOUR),  # ours (services.archive_upload_source)
              temp_file(temp_dir, "tmpa8_kq2zz.upload.mp4", 2 * HOUR),  # Django's multipart spool
-             temp_file(temp_dir, "tmpb9x0qq1w.upload", 2 * HOUR),
-             temp_file(temp_dir, "source-0a9b8c7d", 2 * HOUR)]  # a worker's local copy of a stored source
+             temp_file(temp_dir, "tmpb9x0qq1w.upload", 2 * HOUR)]
     fresh = [temp_file(temp_dir, "upload-fr35h000", 60),  # an upload in progress
              temp_file(temp_dir, "tmpzz00yy11.upload.avi", HOUR - 120)]
     others = [temp_file(temp_dir, "notes.txt", 30 * 24 * HOUR), temp_file(temp_dir, "upload-of-my-own.mp4", 9 * HOUR),
@@ -59,6 +58,42 @@ def test_the_sweeper_removes_stale_upload_temporaries_and_keeps_fresh_ones(temp_
     assert sorted(path.name for path in temp_dir.iterdir()) == sorted(
         [path.name for path in fresh + others] + ["upload-d1rector"])
     assert not any(path.exists() for path in stale)
+
+
+@pytest.mark.django_db
+def test_the_sweeper_removes_source_copies_only_once_no_job_can_still_read_them(temp_dir, settings, tmp_path):
+    fetch_dir = tmp_path / "fetch"
+    fetch_dir.mkdir()
+    settings.FFV_FETCH_DIR = str(fetch_dir)
+    settings.FFV_LONGEST_JOB_SECONDS = 6 * HOUR
+    # A job reads its copy without writing it for as long as it runs: up to the longest job plus its margin.
+    stale = [temp_file(temp_dir, "source-0a9b8c7d", 8 * HOUR),
+             temp_file(fetch_dir, "ffv-fetch-q1w2e3r4.video", 8 * HOUR)]
+    in_use = [temp_file(temp_dir, "source-1a2b3c4d", 5 * HOUR),
+              temp_file(fetch_dir, "ffv-fetch-a1s2d3f4.video", 5 * HOUR)]
+    others = [temp_file(fetch_dir, "ffv-fetch-notes.txt", 30 * 24 * HOUR)]
+
+    sweep_jobs()
+
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in in_use + others)
+
+
+def test_a_starting_worker_removes_the_spool_a_killed_one_left_on_its_host(transactional_db, processing_queue,
+                                                                           media_root, tmp_path):
+    from tests.conftest import WorkerProcess
+
+    fetch_dir = tmp_path / "fetch"
+    fetch_dir.mkdir()
+    left = temp_file(fetch_dir, "ffv-fetch-k1ll3d00.video", 8 * HOUR)  # the default longest job is 6 h
+    current = temp_file(fetch_dir, "ffv-fetch-l1v3j0b0.video", 60)
+    worker = WorkerProcess(processing_queue, media_root, tmp_path / "worker.log",
+                           {"FFV_FETCH_DIR": str(fetch_dir)}).start()
+    try:
+        assert wait_for(lambda: not left.exists(), timeout=60), worker.log()
+        assert current.exists()
+    finally:
+        worker.stop()
 
 
 @pytest.mark.django_db

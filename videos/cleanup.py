@@ -1,5 +1,5 @@
 """Housekeeping run by the periodic sweeper (videos.tasks.sweep_jobs): upload temporaries left behind by a killed
-web worker, and `/detect/` results past their age.
+web worker, source copies left behind by a killed Celery worker, and `/detect/` results past their age.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ logger = logging.getLogger(__name__)
 # The temporaries an upload spools to, by name: ours (services.archive_upload_source, `upload-` + tempfile's 8
 # random characters), Django's multipart parts (`tmp` + 8 + `.upload` + the client's extension) and local copies
 # of a stored source (videos.storage). Nothing else in the folder (the system's /tmp by default) is touched.
-_UPLOAD_TEMP_NAME = re.compile(r"(upload-|source-)[a-z0-9_]{8}|tmp[a-z0-9_]{8}\.upload(\.[^/]{0,64})?")
+_UPLOAD_TEMP_NAME = re.compile(r"upload-[a-z0-9_]{8}|tmp[a-z0-9_]{8}\.upload(\.[^/]{0,64})?")
+# A worker's copies of a source: a local copy of a stored source (videos.storage, in the upload temp folder) and
+# a downloaded url source (processing.fetch, in FFV_FETCH_DIR). A job reads its copy, without writing it, for as
+# long as it runs: only one older than the longest job (and its redelivery margin) is a killed worker's.
+_WORKER_COPY_NAME = re.compile(r"source-[a-z0-9_]{8}|ffv-fetch-[a-z0-9_]{8}\.video")
+# The Redis visibility timeout is the longest job + 1 h (findface_videos.celery): no attempt outlives that.
+_WORKER_COPY_MARGIN = 3600
 
 _last_web_sweep = 0.0
 _web_sweep_lock = threading.Lock()
@@ -39,15 +45,28 @@ def upload_temps_sweep() -> list[str]:
     An upload in progress writes its file at every chunk, so its modification time stays fresh; one whose process
     was killed (OOM, a worker timeout, kill -9) never closes and deletes its file, and this is what removes it.
     """
-    cutoff = time.time() - settings.FFV_UPLOAD_TEMP_MAX_AGE
+    return _sweep(upload_temp_dir(), _UPLOAD_TEMP_NAME, settings.FFV_UPLOAD_TEMP_MAX_AGE, "upload temporaries")
+
+
+def worker_copies_sweep() -> list[str]:
+    """Delete the source copies of killed workers (local copies of stored sources, downloaded url sources) on this
+    host; returns their names. Run by the sweeper and by each worker as it starts (its host's own folders)."""
+    age = settings.FFV_LONGEST_JOB_SECONDS + _WORKER_COPY_MARGIN
+    folders = dict.fromkeys([upload_temp_dir(), Path(settings.FFV_FETCH_DIR or tempfile.gettempdir())])
+    return [name for folder in folders for name in _sweep(folder, _WORKER_COPY_NAME, age, "source copies")]
+
+
+def _sweep(folder: Path, pattern: re.Pattern[str], max_age: float, what: str) -> list[str]:
+    """Delete the plain files of `folder` named by `pattern` and not modified for `max_age` seconds."""
+    cutoff = time.time() - max_age
     removed: list[str] = []
     try:
-        entries = list(os.scandir(upload_temp_dir()))
+        entries = list(os.scandir(folder))
     except OSError as exc:
-        logger.warning("upload temp sweep: cannot list %s: %s", upload_temp_dir(), exc)
+        logger.warning("%s sweep: cannot list %s: %s", what, folder, exc)
         return removed
     for entry in entries:
-        if not _UPLOAD_TEMP_NAME.fullmatch(entry.name):
+        if not pattern.fullmatch(entry.name):
             continue
         try:
             if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= cutoff:
@@ -57,8 +76,7 @@ def upload_temps_sweep() -> list[str]:
             continue  # gone meanwhile, or another user's
         removed.append(entry.name)
     if removed:
-        logger.warning("removed %d stale upload temporaries from %s: %s", len(removed), upload_temp_dir(),
-                       ", ".join(sorted(removed)))
+        logger.warning("removed %d stale %s from %s: %s", len(removed), what, folder, ", ".join(sorted(removed)))
     return removed
 
 

@@ -33,6 +33,7 @@ def sweep_jobs() -> list[int]:
         logger.exception("clustering sweep failed")
     # Housekeeping: upload temporaries of killed web workers (on this host), expired /detect/ results.
     cleanup.upload_temps_sweep()
+    cleanup.worker_copies_sweep()
     try:
         cleanup.detections_expire()
     except (OperationalError, InterfaceError):
@@ -54,3 +55,4 @@ def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
         jobs.jobs_sweep()
     except Exception:
         logger.exception("job sweep at worker start failed")
+    cleanup.worker_copies_sweep()  # this host's folders, which the beat's host may not see

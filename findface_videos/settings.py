@@ -131,6 +131,49 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Sources and event pictures in an S3-compatible bucket instead (videos.storage, README "Storage"): then web and
+# worker hosts share no folder. Credentials: FFV_S3_ACCESS_KEY/FFV_S3_SECRET_KEY (or *_FILE), else boto3's own
+# chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance role).
+FFV_STORAGE = env_choice("FFV_STORAGE", "local", {"local", "s3"})
+_S3_SETTINGS = ("FFV_S3_BUCKET", "FFV_S3_ENDPOINT_URL", "FFV_S3_ACCESS_KEY", "FFV_S3_SECRET_KEY", "FFV_S3_PREFIX")
+if FFV_STORAGE == "s3":
+    _s3_bucket = env_str("FFV_S3_BUCKET", "")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", _s3_bucket):
+        raise ImproperlyConfigured(f"FFV_STORAGE=s3 needs FFV_S3_BUCKET, a bucket name; got {_s3_bucket!r}")
+    _s3_endpoint = env_str("FFV_S3_ENDPOINT_URL", "")
+    if _s3_endpoint and not re.fullmatch(r"https?://[^/\s?#]+/?", _s3_endpoint):
+        raise ImproperlyConfigured(f"FFV_S3_ENDPOINT_URL={_s3_endpoint!r} is not http(s)://host[:port]")
+    _s3_access_key = env_str("FFV_S3_ACCESS_KEY", "")
+    _s3_secret_key = env_str("FFV_S3_SECRET_KEY", "")
+    if bool(_s3_access_key) != bool(_s3_secret_key):
+        raise ImproperlyConfigured("FFV_S3_ACCESS_KEY and FFV_S3_SECRET_KEY go together")
+    STORAGES["default"] = {
+        "BACKEND": "videos.storage.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _s3_bucket,
+            "endpoint_url": _s3_endpoint or None,
+            "access_key": _s3_access_key or None,
+            "secret_key": _s3_secret_key or None,
+            "region_name": env_str("FFV_S3_REGION", "") or env_str("AWS_REGION", "") or env_str(
+                "AWS_DEFAULT_REGION", "") or "us-east-1",
+            # MinIO and most S3-compatible servers want path-style (`endpoint/bucket/key`); AWS takes either.
+            "addressing_style": env_choice("FFV_S3_ADDRESSING_STYLE", "path" if _s3_endpoint else "auto",
+                                           {"auto", "path", "virtual"}),
+            "verify": env_bool("FFV_S3_VERIFY_TLS", True),
+            "location": env_str("FFV_S3_PREFIX", "").strip("/"),
+            "file_overwrite": True,  # event pictures are named by the event: a replayed job overwrites
+            "default_acl": None,  # objects stay private: the API serves them
+            "querystring_auth": True,
+            "max_memory_size": 4 * 1024 * 1024,  # a picture read larger than this spills to FILE_UPLOAD_TEMP_DIR
+            "timeout": env_float("FFV_S3_TIMEOUT_SECONDS", 10.0, minimum=0.5),
+            # One part of a streamed upload is held in memory; S3 allows 10,000 parts (8 MiB: uploads to 78 GiB).
+            "part_size": env_int("FFV_S3_PART_SIZE_MB", 8, minimum=5) * 1024 * 1024,
+        },
+    }
+else:
+    for _name in _S3_SETTINGS:
+        if env_str(_name, ""):
+            raise ImproperlyConfigured(f"{_name} is set but FFV_STORAGE is not s3: set FFV_STORAGE=s3 to use it")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from processing.fetch import FetchPolicy
 from processing.media import Crop
@@ -73,7 +73,8 @@ class ModelPaths:
 class PipelineSettings:
     """Everything one run needs; `from_stream_settings` reads an archive's stream_settings."""
 
-    source: str | Path
+    # A path, an http(s) url (fetched first, processing.fetch) or a seekable binary file (an object in a bucket).
+    source: str | Path | BinaryIO
     models: ModelPaths
     max_pixels: int
     detectors: dict[str, DetectorConfig] = field(default_factory=dict)

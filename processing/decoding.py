@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import av
 import numpy as np
 
 from processing.errors import reason_of
-from processing.media import MediaError, open_options
+from processing.media import MediaError, Source, av_target, open_options
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,11 @@ class DecodeStats:
     errors: list[str] = field(default_factory=list)
 
 
-def open_video(path: str | Path, *, options: dict[str, str] | None = None, format_name: str | None = None):
+def open_video(path: Source, *, options: dict[str, str] | None = None, format_name: str | None = None):
     """Open a container or raise MediaError with a message a user can act on."""
     try:
-        container = av.open(str(path), mode="r", format=format_name or None, options=open_options(path, options))
+        container = av.open(av_target(path), mode="r", format=format_name or None,
+                            options=open_options(path, options))
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError("source_unreadable", reason=reason_of(exc)) from exc
     if not container.streams.video:
@@ -49,7 +49,7 @@ def open_video(path: str | Path, *, options: dict[str, str] | None = None, forma
 
 
 def decode_frames(
-    path: str | Path,
+    path: Source,
     stats: DecodeStats,
     *,
     max_pixels: int,

@@ -61,8 +61,9 @@ class FetchStopped(Exception):
     """The fetch was asked to stop (the job was stopped, or the decoder thread abandoned)."""
 
 
-def is_remote(source: str | os.PathLike[str]) -> bool:
-    return str(source).startswith(("http://", "https://"))
+def is_remote(source: object) -> bool:
+    """An http(s) url to fetch (a path or a file object is not)."""
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
 @contextmanager

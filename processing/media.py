@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import cv2
@@ -21,13 +22,28 @@ GEOMETRY_RE = re.compile(r"([0-9]+)x([0-9]+)\+([0-9]+)\+([0-9]+)")
 SAFE_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,avi,matroska,webm,flv,mpegts,mpeg,mpegvideo,h264,hevc,mjpeg,asf,ogg,rtsp"
 
 
-def open_options(source: str | Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+# What PyAV opens: a path, a url, or a seekable binary file (read through Python, e.g. a bucket's object).
+Source = str | Path | BinaryIO
+
+
+def is_file_object(source: Source) -> bool:
+    return not isinstance(source, str | Path)
+
+
+def av_target(source: Source) -> str | BinaryIO:
+    """The argument for av.open: a path as a string, a file object as it is."""
+    return source if is_file_object(source) else str(source)  # type: ignore[return-value]
+
+
+def open_options(source: Source, extra: dict[str, str] | None = None) -> dict[str, str]:
     """FFmpeg options that confine what opening `source` may touch: its own protocol and plain demuxers."""
-    remote = str(source).startswith(("http://", "https://"))
+    remote = not is_file_object(source) and str(source).startswith(("http://", "https://"))
+    # A file object is read through Python: FFmpeg itself may open nothing at all ("none" names no protocol).
+    protocols = "none" if is_file_object(source) else "http,https,tcp,tls" if remote else "file"
     options = {
         **(extra or {}),
         "format_whitelist": SAFE_FORMATS,
-        "protocol_whitelist": "http,https,tcp,tls" if remote else "file",
+        "protocol_whitelist": protocols,
     }
     if remote:
         options.setdefault("rw_timeout", "15000000")  # microseconds: a stalled server ends the job, not hangs it
@@ -84,10 +100,10 @@ class Crop:
         return frame[self.y : self.y + self.height, self.x : self.x + self.width]
 
 
-def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
+def probe(path: Source, *, max_pixels: int) -> MediaInfo:
     """Open the file, find its first video stream and decode one frame to prove it is a readable video."""
     try:
-        with av.open(str(path), mode="r", options=open_options(path)) as container:
+        with av.open(av_target(path), mode="r", options=open_options(path)) as container:
             if not container.streams.video:
                 raise MediaError("no_video_stream")
             if _is_still_image(container.format.name):
@@ -130,11 +146,15 @@ def probe(path: str | Path, *, max_pixels: int) -> MediaInfo:
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")
 
 
-def _unreadable_code(path: str | Path) -> str:
+def _unreadable_code(path: Source) -> str:
     """What to tell the user about a file FFmpeg would not open (never the server's temporary path)."""
     try:
-        with open(path, "rb") as stream:
-            head = stream.read(16)
+        if is_file_object(path):
+            path.seek(0)  # type: ignore[union-attr]
+            head = path.read(16)  # type: ignore[union-attr]
+        else:
+            with open(path, "rb") as stream:  # type: ignore[arg-type]
+                head = stream.read(16)
     except OSError:
         head = b""
     if head.startswith(_IMAGE_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
@@ -157,10 +177,10 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
     return None
 
 
-def grab_frame(path: str | Path, *, at_fraction: float = 0.1, max_seconds: float = 5.0) -> np.ndarray:
+def grab_frame(path: Source, *, at_fraction: float = 0.1, max_seconds: float = 5.0) -> np.ndarray:
     """A BGR frame from about `at_fraction` of the video (at most `max_seconds` in): first frames are often black."""
     try:
-        with av.open(str(path), mode="r", options=open_options(path)) as container:
+        with av.open(av_target(path), mode="r", options=open_options(path)) as container:
             if not container.streams.video:
                 raise MediaError("no_video_stream")
             stream = container.streams.video[0]

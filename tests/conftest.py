@@ -29,7 +29,8 @@ from videos.models import CameraGroup
 ROOT = Path(__file__).resolve().parent.parent
 # Each test's own queues purged at its end, a session that fails when Redis keeps something of them, the search
 # index in each test's folder, the SQLite test database removed.
-pytest_plugins = ["tests.hygiene", "tests.remote_sources"]  # remote_sources: public_address, serve
+# remote_sources: public_address, serve; object_storage: moto's S3 server and a bucket per test.
+pytest_plugins = ["tests.hygiene", "tests.remote_sources", "tests.object_storage"]
 pytest.register_assert_rewrite("tests.hygiene")
 from tests.hygiene import control_queue_of, register_test_queues  # noqa: E402 (after its rewrite is registered)
 

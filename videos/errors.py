@@ -20,6 +20,8 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 
+from videos.storage import StorageUnavailable
+
 logger = logging.getLogger(__name__)
 
 
@@ -138,6 +140,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.exception("database unavailable in %s", context.get("view").__class__.__name__)
         exc = ServiceUnavailable(_("The database is unavailable, try again later."))
+    elif isinstance(exc, StorageUnavailable):
+        logger.warning("file storage unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        exc = ServiceUnavailable(_("The file storage is unavailable, try again later."))
 
     if not isinstance(exc, exceptions.APIException):
         return None

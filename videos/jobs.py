@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -49,7 +49,7 @@ from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
 from videos.job_messages import safe_params
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
-from videos.storage import local_path
+from videos.storage import media_source
 
 logger = logging.getLogger(__name__)
 
@@ -350,8 +350,9 @@ def run_job(
         if job.source_name:
             if not default_storage.exists(job.source_name):  # gone from storage since the upload
                 raise MediaError("source_file_missing")
-            with local_path(job.source_name) as path:
-                result = run_pipeline(_pipeline_settings(job, path), on_progress=on_progress,
+            # A local path, or a reader of the bucket's object streamed by ranged GETs (videos.storage).
+            with media_source(job.source_name) as source:
+                result = run_pipeline(_pipeline_settings(job, source), on_progress=on_progress,
                                       should_stop=lambda: not state["go_on"], on_event=on_event)
         elif job.url:
             # Fetched by the pipeline (processing.fetch), which checks every hop with the host resolved: the API
@@ -432,7 +433,7 @@ def _connection_dropped(before: Any) -> bool:
         return True
 
 
-def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
+def _pipeline_settings(job: ClaimedJob, path: str | BinaryIO) -> PipelineSettings:
     # A resumed job starts at its checkpoint: the last analysed frame after which no track was open, with the
     # track numbering and counters of that moment. From there tracking is deterministic, so the frames between
     # the checkpoint and the crash post the same events again and the uniqueness rule drops them (see

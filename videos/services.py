@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from processing.media import Crop, MediaError, grab_frame, probe, render_jpeg
+from processing.media import Crop, MediaError, MediaInfo, grab_frame, probe, render_jpeg
 from processing.stream_settings import current_version, default_stream_settings
 from videos import broker
 from videos.clusters import uncluster_archive
@@ -24,7 +24,7 @@ from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, Unsuppo
 from videos.events import events_purge
 from videos.jobs import job_queue
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
-from videos.storage import local_path
+from videos.storage import StorageUnavailable, media_source, streams_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -149,24 +149,10 @@ def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> Vi
         raise PayloadTooLarge(_("The file is larger than the limit of %(limit)d bytes.")
                               % {"limit": settings.FFV_MAX_UPLOAD_SIZE})
     check_upload_target(archive_id=archive_id)
-    with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-") as temp:
-        received = _copy_stream(reader, temp, size)
-        if received == 0:
-            raise BadParam(_("The file is empty."), param="source_file")
-        if received < size:
-            raise BadParam(
-                _("The upload was truncated: %(received)d of %(size)d bytes arrived.")
-                % {"received": received, "size": size},
-                param="source_file",
-            )
-        temp.flush()
-        try:
-            info = probe(temp.name, max_pixels=settings.FFV_MAX_FRAME_PIXELS)
-        except MediaError as exc:
-            raise UnsupportedMediaType(_("The file is not a supported video: %(reason)s") % {"reason": exc}) from exc
-        extension = EXTENSIONS.get(info.format_name.split(",")[0], "video")
-        temp.seek(0)
-        stored_name = default_storage.save(f"videos/{archive_id}/source-{uuid.uuid4().hex}.{extension}", File(temp))
+    if streams_uploads():
+        stored_name, received, info = _upload_to_bucket(archive_id, reader, size)
+    else:
+        stored_name, received, info = _upload_to_files(archive_id, reader, size)
     try:
         with transaction.atomic():
             archive = _get_archive(archive_id, lock=True)
@@ -182,6 +168,57 @@ def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> Vi
         default_storage.delete(stored_name)
         raise
     return archive
+
+
+def _check_received(received: int, size: int) -> None:
+    if received == 0:
+        raise BadParam(_("The file is empty."), param="source_file")
+    if received < size:
+        raise BadParam(
+            _("The upload was truncated: %(received)d of %(size)d bytes arrived.")
+            % {"received": received, "size": size},
+            param="source_file",
+        )
+
+
+def _probe(source: str | BinaryIO) -> MediaInfo:
+    try:
+        return probe(source, max_pixels=settings.FFV_MAX_FRAME_PIXELS)
+    except MediaError as exc:
+        raise UnsupportedMediaType(_("The file is not a supported video: %(reason)s") % {"reason": exc}) from exc
+
+
+def _upload_to_bucket(archive_id: int, reader: BinaryIO, size: int) -> tuple[str, int, MediaInfo]:
+    """Stream the body into the bucket as a multipart upload (one part in memory), then probe it there.
+
+    No local disk is involved. The object's name has no format extension: the format is known only once the
+    whole file is in the bucket, and FFmpeg reads it from the content anyway.
+    """
+    name = f"videos/{archive_id}/source-{uuid.uuid4().hex}"
+    with default_storage.multipart_writer(name) as writer:
+        received = _copy_stream(reader, writer, size)
+        _check_received(received, size)  # raised in the block: the multipart upload is aborted
+        writer.complete()
+    try:
+        with media_source(name) as source:
+            info = _probe(source)
+    except BaseException:
+        default_storage.delete(name)
+        raise
+    return name, received, info
+
+
+def _upload_to_files(archive_id: int, reader: BinaryIO, size: int) -> tuple[str, int, MediaInfo]:
+    """Stream the body to a temporary file, probe it, then move it into the storage under a name with its format."""
+    with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-") as temp:
+        received = _copy_stream(reader, temp, size)
+        _check_received(received, size)
+        temp.flush()
+        info = _probe(temp.name)
+        extension = EXTENSIONS.get(info.format_name.split(",")[0], "video")
+        temp.seek(0)
+        stored_name = default_storage.save(f"videos/{archive_id}/source-{uuid.uuid4().hex}.{extension}", File(temp))
+    return stored_name, received, info
 
 
 def _copy_stream(reader: BinaryIO, target: BinaryIO, size: int) -> int:
@@ -249,8 +286,12 @@ def archive_screenshot(*, archive_id: int, params: ScreenshotParams, fresh: bool
         if cached is not None:
             return cached
     try:
-        with local_path(archive.source_file.name) as path:
-            frame = grab_frame(path)
+        with media_source(archive.source_file.name) as source:
+            frame = grab_frame(source)
+    except FileNotFoundError:
+        raise NotFound(_("The archive's source file is no longer in storage: upload it again.")) from None
+    except StorageUnavailable:
+        raise  # 503 (videos.errors)
     except (MediaError, OSError) as exc:
         raise Conflict(_("A frame cannot be read from the source: %(reason)s") % {"reason": exc}) from exc
     try:

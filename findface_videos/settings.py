@@ -18,12 +18,25 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FFV_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Development mode (the test run sets it, tests/dev_mode.py) is the only place for a built-in secret key and a
+# wildcard host list; anywhere else a missing key or `*` stops the start (fail closed).
+FFV_DEV = env_bool("FFV_DEV", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("FFV_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set")
+    if not FFV_DEV:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set; `./dev` keeps one in var/django_secret_key, "
+            "FFV_DEV=1 allows an insecure built-in key for development"
+        )
     SECRET_KEY = "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+if "*" in ALLOWED_HOSTS and not FFV_DEV:
+    # With `*` the Host header of any request is trusted, and the absolute URLs in responses (screenshot,
+    # thumbnail, next_page, Location) point wherever a client (or a poisoned cache in front) says.
+    raise ImproperlyConfigured(
+        "DJANGO_ALLOWED_HOSTS='*' lets a client's Host header choose the URLs in responses; name the host names "
+        "the API is reached by (FFV_DEV=1 allows '*' for development)"
+    )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -136,6 +149,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["videos.permissions.ModelPermissions"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # 401/403 before 406: DRF's own negotiation runs before authentication.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "videos.negotiation.AuthFirstContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["videos.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "videos.errors.exception_handler",
@@ -356,3 +371,10 @@ if FFV_WORKER_METRICS_BIND:
     if not FFV_METRICS_MULTIPROC_DIR:
         # The pool processes count; only their files reach the worker's main process, which serves them.
         raise ImproperlyConfigured("FFV_WORKER_METRICS_BIND needs PROMETHEUS_MULTIPROC_DIR")
+
+# --- Housekeeping by the periodic sweeper (videos.cleanup).
+# Upload temporaries (in FILE_UPLOAD_TEMP_DIR, the system's temporary folder by default) not written to for this many
+# seconds belong to an upload whose web worker was killed: deleted. A live upload rewrites its file at every chunk.
+FFV_UPLOAD_TEMP_MAX_AGE = env_int("FFV_UPLOAD_TEMP_MAX_AGE", 3600, minimum=60)
+# `/detect/` results (search probes) are deleted this many seconds after they were made.
+FFV_DETECTION_MAX_AGE = env_int("FFV_DETECTION_MAX_AGE", 24 * 3600, minimum=60)

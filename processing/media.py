@@ -12,7 +12,8 @@ import numpy as np
 
 from processing.errors import CodedError, reason_of
 
-GEOMETRY_RE = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
+# ASCII digits only ([0-9], not \d, which takes any script's digits); matched whole.
+GEOMETRY_RE = re.compile(r"([0-9]+)x([0-9]+)\+([0-9]+)\+([0-9]+)")
 
 
 # Demuxers of plain media files. Playlists and scripts (hls, concat, image2, lavfi, ...) open further files or
@@ -68,7 +69,7 @@ class Crop:
         """`WxH+X+Y`, or None for an empty string."""
         if not value:
             return None
-        match = GEOMETRY_RE.match(value)
+        match = GEOMETRY_RE.fullmatch(value)
         if not match:
             raise ValueError(f"{value!r} is not of the form WxH+X+Y")
         return cls(*(int(group) for group in match.groups()))

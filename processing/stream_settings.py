@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -33,9 +34,11 @@ FFMPEG_FORMATS = (
     "", "mp4", "mov", "matroska", "webm", "avi", "flv", "mpegts", "mpeg", "h264", "hevc", "mjpeg", "asf", "ogg",
     "rtsp",
 )
-_UINT = r"\d{1,12}"
+# [0-9], never \d: \d also matches other scripts' digits (Arabic-Indic "١٢٣"), which FFmpeg does not read.
+_UINT = r"[0-9]{1,12}"
 _FFLAGS = r"(nobuffer|genpts|discardcorrupt|igndts|ignidx|nofillin|noparse|fastseek)"
 # Demuxer options a client may pass, each with the only values it may take: none of them names a path or URL.
+# Matched whole (fullmatch: `$` alone would also let a trailing newline through).
 FFMPEG_OPTIONS: Mapping[str, re.Pattern[str]] = MappingProxyType({
     "analyzeduration": re.compile(rf"^{_UINT}$"),
     "probesize": re.compile(rf"^{_UINT}$"),
@@ -49,14 +52,14 @@ FFMPEG_OPTIONS: Mapping[str, re.Pattern[str]] = MappingProxyType({
     "fflags": re.compile(rf"^[+-]?{_FFLAGS}([+-]{_FFLAGS})*$"),
     "rtsp_transport": re.compile(r"^(tcp|udp|udp_multicast|http|https)$"),
     "rtsp_flags": re.compile(r"^(filter_src|listen|prefer_tcp)$"),
-    "framerate": re.compile(r"^\d{1,4}(/\d{1,4}|\.\d{1,4})?$"),
-    "video_size": re.compile(r"^\d{1,5}x\d{1,5}$"),
+    "framerate": re.compile(r"^[0-9]{1,4}(/[0-9]{1,4}|\.[0-9]{1,4})?$"),
+    "video_size": re.compile(r"^[0-9]{1,5}x[0-9]{1,5}$"),
     "pixel_format": re.compile(r"^[a-z0-9_]{1,32}$"),
     "err_detect": re.compile(r"^[+-]?[a-z]{1,16}([+-][a-z]{1,16})*$"),
-    "ss": re.compile(r"^(\d{1,9}(\.\d{1,6})?|\d{1,3}:\d{2}:\d{2}(\.\d{1,6})?)$"),
+    "ss": re.compile(r"^([0-9]{1,9}(\.[0-9]{1,6})?|[0-9]{1,3}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?)$"),
 })
 # `roi` and `rot`: `WxH+X+Y` in pixels (width and height > 0), or empty for none.
-GEOMETRY_RE = re.compile(r"^(\d{1,5})x(\d{1,5})\+(\d{1,5})\+(\d{1,5})$")
+GEOMETRY_RE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})\+([0-9]{1,5})\+([0-9]{1,5})$")
 
 SettingType = Literal["bool", "int", "number", "str", "str_list"]
 
@@ -171,6 +174,11 @@ class Defaults:
             if list(values) != list(DETECTOR_SETTINGS) or any(value is PER_KIND for value in values.values()):
                 raise ValueError(f"the {kind} detector's defaults must name every key with a value")
 
+    @cached_property
+    def plain(self) -> dict[str, dict[str, Any]]:
+        """The same as plain dicts ("top" and each kind): copying a dict is far cheaper than dict() of a proxy."""
+        return {"top": dict(self.top), **{kind: dict(values) for kind, values in self.detectors.items()}}
+
     def changed(
         self,
         *,
@@ -240,7 +248,7 @@ def complete_stream_settings(stored: Any, *, version: int) -> dict[str, Any]:
     tables do not know are kept, after the known ones (detectors of unknown kinds are dropped). `stored` is not
     changed; the result shares no list with it.
     """
-    defaults = defaults_of(version)
+    plain = defaults_of(version).plain
     stored = stored if isinstance(stored, Mapping) else {}
     stored_detectors = stored.get("detectors")
     stored_detectors = stored_detectors if isinstance(stored_detectors, Mapping) else {}
@@ -250,13 +258,23 @@ def complete_stream_settings(stored: Any, *, version: int) -> dict[str, Any]:
         if value is None or not isinstance(value, Mapping):
             detectors[kind] = None if value is None else _copy(value)
             continue
-        detector = {name: _copy(value.get(name, default)) for name, default in defaults.detectors[kind].items()}
-        detector.update((name, _copy(item)) for name, item in value.items() if name not in detector)
+        # Defaults first, then the stored values over them: known keys keep the defaults' order, unknown ones
+        # follow in stored order (the API lists 1,000 archives with this, so it stays in dict.update).
+        detector = plain[kind].copy()
+        detector.update(value)
+        _copy_lists(detector)
         detectors[kind] = detector
     complete: dict[str, Any] = {"detectors": detectors}
-    complete.update((name, _copy(stored.get(name, default))) for name, default in defaults.top.items())
-    complete.update((name, _copy(item)) for name, item in stored.items() if name not in complete)
+    complete.update(plain["top"])
+    complete.update((name, item) for name, item in stored.items() if name != "detectors")
+    _copy_lists(complete)
     return complete
+
+
+def _copy_lists(values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if isinstance(value, (list, tuple)):
+            values[name] = list(value)
 
 
 def default_stream_settings(*, version: int | None = None) -> dict[str, Any]:

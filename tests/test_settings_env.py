@@ -153,6 +153,7 @@ def django_setup(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
         "DJANGO_SETTINGS_MODULE": "findface_videos.settings",
         "PYTHONPATH": str(ROOT),
         "FFV_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SECRET_KEY": "a-test-secret-key-" + "k" * 40,
         **env,
     })
     code = "import django; django.setup(); from django.conf import settings; print('ok', settings.FFV_PROCESSING_QUEUE)"
@@ -161,7 +162,7 @@ def django_setup(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_settings_load_with_a_sane_environment(tmp_path):
-    result = django_setup(tmp_path, FFV_PROCESSING_QUEUE="gpu")
+    result = django_setup(tmp_path, FFV_PROCESSING_QUEUE="gpu", DJANGO_SECRET_KEY="k" * 50)
 
     assert result.returncode == 0, result.stderr
     assert "ok gpu" in result.stdout
@@ -178,7 +179,7 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_TOKEN_TTL_SECONDS": "5"}, "FFV_TOKEN_TTL_SECONDS"),
         ({"DATA_UPLOAD_MAX_MEMORY_SIZE": "-1"}, "DATA_UPLOAD_MAX_MEMORY_SIZE"),
         ({"DJANGO_SECRET_KEY_FILE": "/nonexistent/secret"}, "DJANGO_SECRET_KEY_FILE"),
-        ({"FFV_REQUIRE_SECRET_KEY": "true"}, "DJANGO_SECRET_KEY"),
+        ({"FFV_DEV": "maybe"}, "FFV_DEV"),
         ({"DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
         ({"FFV_LOGIN_FAILURES_PER_USER": "0"}, "FFV_LOGIN_FAILURES_PER_USER"),
         ({"FFV_LOGIN_THROTTLE_WINDOW_SECONDS": "5m"}, "FFV_LOGIN_THROTTLE_WINDOW_SECONDS"),
@@ -208,9 +209,94 @@ def test_secret_key_is_read_from_a_file(tmp_path):
                                "print(settings.SECRET_KEY)"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "findface_videos.settings", "PYTHONPATH": str(ROOT),
-             "FFV_VAR_DIR": str(tmp_path / "var"), "DJANGO_SECRET_KEY_FILE": str(secret),
-             "FFV_REQUIRE_SECRET_KEY": "true"},
+             "FFV_VAR_DIR": str(tmp_path / "var"), "DJANGO_SECRET_KEY_FILE": str(secret), "FFV_DEV": "0"},
     )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "a-secret-key-from-a-mounted-file"
+
+
+# --- fail closed outside development mode: no built-in secret key, no wildcard host
+
+
+def run_in_fresh_interpreter(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith(("FFV_", "DJANGO_", "CELERY_")) and key not in ("DATABASE_URL",)}
+    clean.update({"PYTHONPATH": str(ROOT), "FFV_VAR_DIR": str(tmp_path / "var"), **env})
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True,
+                          timeout=120)
+
+
+# How a production process starts: gunicorn imports the WSGI application, celery the app and its tasks.
+STARTS = {
+    "wsgi": "import findface_videos.wsgi; print('ok')",
+    "celery": "from findface_videos.celery import app; app.loader.import_default_modules(); print('ok')",
+}
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+@pytest.mark.parametrize("env", [{}, {"DJANGO_DEBUG": "true"}, {"FFV_DEV": "0"}, {"DJANGO_SECRET_KEY": ""}])
+def test_no_secret_key_outside_development_mode_stops_the_start(tmp_path, start, env):
+    result = run_in_fresh_interpreter(tmp_path, STARTS[start], **env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "DJANGO_SECRET_KEY" in result.stderr, result.stderr[-2000:]
+    assert "ok" not in result.stdout
+
+
+def test_development_mode_may_use_the_built_in_key(tmp_path):
+    result = run_in_fresh_interpreter(
+        tmp_path, "import django; django.setup(); from django.conf import settings; print('ok', settings.SECRET_KEY)",
+        DJANGO_SETTINGS_MODULE="findface_videos.settings", FFV_DEV="1")
+
+    assert result.returncode == 0, result.stderr
+    assert "ok insecure-dev-key" in result.stdout
+
+
+@pytest.mark.parametrize("hosts", ["*", "api.example.com,*", " * "])
+def test_wildcard_allowed_hosts_outside_development_mode_stops_the_start(tmp_path, hosts):
+    result = django_setup(tmp_path, DJANGO_SECRET_KEY="k" * 50, DJANGO_ALLOWED_HOSTS=hosts)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "DJANGO_ALLOWED_HOSTS" in result.stderr, result.stderr[-2000:]
+    assert django_setup(tmp_path, DJANGO_SECRET_KEY="k" * 50, DJANGO_ALLOWED_HOSTS=hosts, FFV_DEV="1").returncode == 0
+
+
+def test_docker_compose_names_its_hosts(tmp_path):
+    """The compose file's default is a host list the settings accept outside development mode."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    line = next(line for line in compose.splitlines() if line.strip().startswith("DJANGO_ALLOWED_HOSTS:"))
+    default = line.split(":-", 1)[1].rstrip("}\"' ")
+    assert "*" not in default and "localhost" in default.split(",")
+    assert django_setup(tmp_path, DJANGO_SECRET_KEY="k" * 50, DJANGO_ALLOWED_HOSTS=default).returncode == 0
+
+
+def test_dev_script_keeps_a_secret_key_of_its_own(tmp_path):
+    """`./dev serve` and `./dev test` run on a key made once into var/django_secret_key (mode 600), not on the
+    built-in one: the script's own function, run in a copy of the checkout's layout."""
+    script = (ROOT / "dev").read_text()
+    function = script[script.index("ensure_secret_key() {"):]
+    function = function[: function.index("\n}\n") + 3]
+    shell = f"""set -euo pipefail
+VENV={sys.prefix}
+ROOT=$(pwd)
+{function}
+ensure_secret_key
+echo "file=$DJANGO_SECRET_KEY_FILE"
+"""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_SECRET_KEY")}
+    first = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "var" / "django_secret_key"
+    assert f"file={key_file}" in first.stdout
+    assert len(key_file.read_text().strip()) >= 50 and key_file.stat().st_mode & 0o077 == 0
+    key = key_file.read_text()
+    second = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=clean, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 0 and key_file.read_text() == key  # made once, kept
+
+    result = run_in_fresh_interpreter(
+        tmp_path, "import django; django.setup(); from django.conf import settings; print('ok', settings.SECRET_KEY)",
+        DJANGO_SETTINGS_MODULE="findface_videos.settings", DJANGO_SECRET_KEY_FILE=str(key_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok {key.strip()}"

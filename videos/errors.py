@@ -81,8 +81,9 @@ _CODES_BY_STATUS = {
     401: "UNAUTHORIZED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
-    405: "BAD_PARAM",
-    406: "BAD_PARAM",
+    # Each status DRF can give has its own code: a client tells a wrong method from a wrong value by it.
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -155,8 +156,20 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         code = _CODES_BY_STATUS.get(exc.status_code, "BAD_PARAM" if exc.status_code < 500 else "INTERNAL")
         desc, param = str(exc.detail), ""
+        if isinstance(exc, exceptions.MethodNotAllowed):
+            desc = _("Method %(method)s is not allowed here; allowed: %(allowed)s.") % {
+                "method": context["request"].method, "allowed": ", ".join(context["view"].allowed_methods)}
+        elif isinstance(exc, exceptions.NotAcceptable):
+            desc = _("No response type named in the Accept header can be given here; this endpoint answers with "
+                     "%(types)s.") % {"types": ", ".join(_renderer_types(context["view"]))}
     trace = "".join(tb.format_exception(exc)) if settings.DEBUG else ""
     return Response(error_body(code, desc, param, trace), status=exc.status_code, headers=headers)
+
+
+def _renderer_types(view: Any) -> list[str]:
+    """The media types a view can answer with (an image endpoint's errors are JSON, its pictures JPEG or PNG)."""
+    types = [renderer.media_type for renderer in view.get_renderers()] if view is not None else []
+    return ["image/jpeg", "image/png"] if "image/*" in types else types or ["application/json"]
 
 
 def json_error_view(status_code: int, code: str, desc: str) -> JsonResponse:
@@ -167,8 +180,7 @@ def json_error_view(status_code: int, code: str, desc: str) -> JsonResponse:
 
 ERROR_CODES = [
     "BAD_PARAM", "UNAUTHORIZED", "PERMISSION_DENIED", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE", "SERVICE_UNAVAILABLE",
-    "TOO_MANY_REQUESTS",
+    "UNSUPPORTED_MEDIA_TYPE", "SERVICE_UNAVAILABLE", "METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE", "TOO_MANY_REQUESTS",
 ]
 ERROR_SCHEMA = {
     "type": "object",

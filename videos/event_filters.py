@@ -7,7 +7,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext as _
 
 from videos.errors import BadParam
-from videos.filters import CreatedDateFilterSet, IntegerListFilter
+from videos.filters import CreatedDateFilterSet, IntegerListFilter, NumberFilter
 from videos.models import BodyCluster, BodyEvent, CarCluster, CarEvent, FaceCluster, FaceEvent
 
 # looks_like's similarity threshold when the request gives none.
@@ -20,9 +20,9 @@ class EventFilterSet(CreatedDateFilterSet):
     camera_group = IntegerListFilter(field_name="camera_group_id", label="The same as camera_groups.")
     id_in = IntegerListFilter(field_name="id", label="Event ids (repeated or comma list).")
     cluster_in = IntegerListFilter(field_name="cluster_id", label="Cluster ids (repeated or comma list).")
-    quality_gte = django_filters.NumberFilter(field_name="quality", lookup_expr="gte", min_value=0, max_value=1,
+    quality_gte = NumberFilter(field_name="quality", lookup_expr="gte", min_value=0, max_value=1,
                                               label="Quality at least this (0..1).")
-    quality_lte = django_filters.NumberFilter(field_name="quality", lookup_expr="lte", min_value=0, max_value=1,
+    quality_lte = NumberFilter(field_name="quality", lookup_expr="lte", min_value=0, max_value=1,
                                               label="Quality at most this (0..1).")
     ordering = django_filters.OrderingFilter(fields=("id", "created_date", "quality"))
 
@@ -56,7 +56,7 @@ class FaceEventSearchFilterSet(FaceEventFilterSet):
         label="detection:<id> or faceevent:<id>: events that look like it, most similar first, each with "
               "looks_like_confidence; one page of at most `limit`, no `page` or `ordering`.",
     )
-    threshold = django_filters.NumberFilter(
+    threshold = NumberFilter(
         method="filter_threshold", min_value=0, max_value=1,
         label=f"Least similarity for looks_like, 0..1 (default {DEFAULT_THRESHOLD}).",
     )

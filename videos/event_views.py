@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from videos import event_filters, event_selectors, event_services
 from videos.errors import BadParam
+from videos.negotiation import IMAGE_RENDERERS, ImageEndpointMixin
 from videos.pagination import KeysetPagination, parse_limit
 from videos.permissions import requires
 from videos.serializers.clusters import ClusterSerializer
@@ -34,7 +35,7 @@ class ReadDeleteViewSet(ListCountMixin, mixins.ListModelMixin, mixins.RetrieveMo
     kind: str
 
 
-class EventViewSet(mixins.DestroyModelMixin, ReadDeleteViewSet):
+class EventViewSet(ImageEndpointMixin, mixins.DestroyModelMixin, ReadDeleteViewSet):
     # Events of one kind: list, count, retrieve, delete, and the two pictures (`thumbnail/`, `fullframe/`).
     # (No class docstrings here: drf-spectacular would take one as the description of every operation.)
 
@@ -49,13 +50,13 @@ class EventViewSet(mixins.DestroyModelMixin, ReadDeleteViewSet):
         event_services.event_delete(event=instance)
 
     @extend_schema(summary="The event's thumbnail", responses=_PICTURE_RESPONSES)
-    @action(detail=True, methods=["get"], filter_backends=[])
+    @action(detail=True, methods=["get"], filter_backends=[], renderer_classes=IMAGE_RENDERERS)
     @requires("view")
     def thumbnail(self, request: Request, pk: str) -> FileResponse:
         return self._picture(request, "thumbnail")
 
     @extend_schema(summary="The event's full frame", responses=_PICTURE_RESPONSES)
-    @action(detail=True, methods=["get"], filter_backends=[])
+    @action(detail=True, methods=["get"], filter_backends=[], renderer_classes=IMAGE_RENDERERS)
     @requires("view")
     def fullframe(self, request: Request, pk: str) -> FileResponse:
         return self._picture(request, "fullframe")

@@ -33,6 +33,20 @@ class CommaOrRepeatedWidget(forms.Widget):
         return [part.strip() for value in values for part in str(value).split(",")]
 
 
+class AsciiDecimalField(forms.DecimalField):
+    def to_python(self, value: Any) -> Any:
+        # Decimal() alone also reads other scripts' digits ("٠.٥").
+        if isinstance(value, str) and not value.isascii():
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+class NumberFilter(django_filters.NumberFilter):
+    """django-filter's NumberFilter in ASCII digits only."""
+
+    field_class = AsciiDecimalField
+
+
 class IntegerListField(forms.Field):
     widget = CommaOrRepeatedWidget
     default_error_messages = {"invalid": gettext_lazy("Enter a list of integers, e.g. 1,2,3.")}
@@ -100,11 +114,11 @@ class CreatedDateFilterSet(django_filters.FilterSet):
     created_date_gte = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="gte")
     created_date_lt = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="lt")
     created_date_lte = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="lte")
-    created_date_last_n_days = django_filters.NumberFilter(method="filter_last_n_days", min_value=0, max_value=100000)
-    created_date_nth_full_week = django_filters.NumberFilter(
+    created_date_last_n_days = NumberFilter(method="filter_last_n_days", min_value=0, max_value=100000)
+    created_date_nth_full_week = NumberFilter(
         method="filter_nth_full_week", min_value=1, max_value=10000
     )
-    created_date_nth_work_week = django_filters.NumberFilter(
+    created_date_nth_work_week = NumberFilter(
         method="filter_nth_work_week", min_value=1, max_value=10000
     )
 

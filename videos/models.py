@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
 
 
@@ -125,6 +127,12 @@ class VideoArchive(models.Model):
             models.Index(fields=["camera_group", "-id"], name="archive_group_id_idx"),
             models.Index(fields=["case", "-id"], name="archive_case_id_idx"),
             models.Index(fields=["job_state", "job_heartbeat"], name="archive_job_lease_idx"),
+            # The list's orderings as videos.pagination sorts them (NULL names as ""; ties by id in the same
+            # direction), so a page is an index range read either way.
+            models.Index(Coalesce(F("name"), Value("")), F("id"), name="archive_name_order_idx"),
+            models.Index(fields=["created_date", "id"], name="archive_created_order_idx"),
+            models.Index(F("camera_group"), Coalesce(F("name"), Value("")), F("id"), name="archive_group_name_idx"),
+            models.Index(fields=["camera_group", "created_date", "id"], name="archive_group_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -268,7 +276,12 @@ def _event_meta(name: str):
                 fields=["video_archive", "track_id", "post_policy", "frame_index"], name=f"{name}_once_per_track_frame"
             )
         ],
-        "indexes": [models.Index(fields=["video_archive", "-id"], name=f"{name}_archive_id_idx")],
+        "indexes": [
+            models.Index(fields=["video_archive", "-id"], name=f"{name}_archive_id_idx"),
+            # The list's orderings (ties by id in the same direction): a page is an index range read.
+            models.Index(fields=["quality", "id"], name=f"{name}_quality_order_idx"),
+            models.Index(fields=["created_date", "id"], name=f"{name}_created_order_idx"),
+        ],
     }
 
 
@@ -292,16 +305,33 @@ class Cluster(models.Model):
         return f"{self._meta.verbose_name} {self.pk}"
 
 
+def _cluster_indexes(name: str) -> list[models.Index]:
+    # The list's orderings (ties by id in the same direction): a page is an index range read.
+    return [
+        models.Index(fields=["event_count", "id"], name=f"{name}_count_order_idx"),
+        models.Index(fields=["created_date", "id"], name=f"{name}_created_order_idx"),
+    ]
+
+
 class FaceCluster(Cluster):
     best_event = models.ForeignKey("FaceEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta(Cluster.Meta):
+        indexes = _cluster_indexes("facecluster")
 
 
 class BodyCluster(Cluster):
     best_event = models.ForeignKey("BodyEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
+    class Meta(Cluster.Meta):
+        indexes = _cluster_indexes("bodycluster")
+
 
 class CarCluster(Cluster):
     best_event = models.ForeignKey("CarEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta(Cluster.Meta):
+        indexes = _cluster_indexes("carcluster")
 
 
 class FaceEvent(Event):
@@ -326,6 +356,25 @@ class CarEvent(Event):
     class Meta(Event.Meta):
         constraints = _event_meta("carevent")["constraints"]
         indexes = _event_meta("carevent")["indexes"]
+
+
+class RowCount(models.Model):
+    """A counter row of a table's exact row count, kept by database triggers (videos.row_counts).
+
+    Unmanaged: migration 0007 creates the table and its triggers, and Django's test flush leaves it alone.
+    """
+
+    pk = models.CompositePrimaryKey("table_name", "slot")
+    table_name = models.CharField(max_length=64)
+    slot = models.IntegerField()
+    rows = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "videos_rowcount"
+
+    def __str__(self) -> str:
+        return f"{self.table_name}[{self.slot}] = {self.rows}"
 
 
 EVENT_MODELS: dict[str, type[Event]] = {"face": FaceEvent, "body": BodyEvent, "car": CarEvent}

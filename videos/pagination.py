@@ -210,7 +210,11 @@ class KeysetPagination(BasePagination):
             lookup = "gt" if forward_gt else "lt"
             condition |= equal_so_far & Q(**{f"_k_{key.name}__{lookup}": value})
             equal_so_far &= Q(**{f"_k_{key.name}": value})
-        return condition
+        # Implied by the OR above, but only a plain range on the first key lets the database start its index scan
+        # at the cursor instead of reading every row before it.
+        first = self.keys[0]
+        bound = "gte" if first.descending == reverse else "lte"
+        return Q(**{f"_k_{first.name}__{bound}": values[0]}) & condition
 
     def _position(self, row: Any) -> list[Any]:
         values = []

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
-from videos.models import Camera, CameraGroup, VideoArchive
+from videos.models import Camera, CameraGroup, RowCount, VideoArchive
+from videos.row_counts import COUNTED_TABLES
 
 
 def archive_list() -> QuerySet[VideoArchive]:
-    return VideoArchive.objects.all()
+    # The job's checkpoint is never shown (and is JSON to decode for every row).
+    return VideoArchive.objects.defer("job_checkpoint")
+
+
+# Columns of an archive the API never shows: a page of up to 1,000 rows skips reading and converting them.
+_ARCHIVE_HIDDEN = ("save_to", "modified_date", "stop_requested", "job_task_id", "job_claim", "job_purge_pending",
+                   "job_worker", "job_heartbeat", "job_checkpoint", "queued_date", "processing_finish_date")
+
+
+def archive_page_list() -> QuerySet[VideoArchive]:
+    """The archives of a list page: only what the API shows (the rows are read, never saved)."""
+    return VideoArchive.objects.defer(*_ARCHIVE_HIDDEN)
 
 
 def camera_group_list() -> QuerySet[CameraGroup]:
@@ -17,3 +29,15 @@ def camera_group_list() -> QuerySet[CameraGroup]:
 
 def camera_list() -> QuerySet[Camera]:
     return Camera.objects.all()
+
+
+def row_count(queryset: QuerySet) -> int:
+    """The exact number of rows `queryset` selects: for a whole counted table, the sum of its counter rows
+    (videos.row_counts, kept by triggers) instead of a scan; otherwise `COUNT(*)` with the filters."""
+    query = queryset.query
+    table = queryset.model._meta.db_table
+    if table in COUNTED_TABLES and not query.where and not query.distinct and not query.combinator and \
+            query.low_mark == 0 and query.high_mark is None:
+        total = RowCount.objects.filter(table_name=table).aggregate(total=Sum("rows"))["total"]
+        return int(total or 0)
+    return queryset.count()

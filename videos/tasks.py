@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
-from videos import clusters, jobs
+from videos import cleanup, clusters, jobs
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,13 @@ def sweep_jobs() -> list[int]:
         clusters.clustering_sweep()  # and clustering that never ran (its message lost)
     except (OperationalError, InterfaceError):
         logger.exception("clustering sweep failed")
+    # Housekeeping: upload temporaries of killed web workers (on this host), expired /detect/ results.
+    cleanup.upload_temps_sweep()
+    cleanup.worker_copies_sweep()
+    try:
+        cleanup.detections_expire()
+    except (OperationalError, InterfaceError):
+        logger.exception("detection expiry failed")
     return resent
 
 
@@ -55,3 +62,4 @@ def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
         jobs.jobs_sweep()
     except Exception:
         logger.exception("job sweep at worker start failed")
+    cleanup.worker_copies_sweep()  # this host's folders, which the beat's host may not see

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from django.core.exceptions import ValidationError
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
@@ -20,9 +20,10 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from videos import selectors, services
+from videos import cleanup, selectors, services
 from videos.errors import BadParam, endpoint_views
 from videos.filters import CameraFilterSet, CameraGroupFilterSet, VideoArchiveFilterSet
+from videos.negotiation import IMAGE_RENDERERS, ImageEndpointMixin
 from videos.pagination import KeysetPagination
 from videos.permissions import requires
 from videos.serializers.archives import (
@@ -31,6 +32,7 @@ from videos.serializers.archives import (
     CountSerializer,
     VideoArchiveSerializer,
 )
+from videos.serializers.fields import QueryIntegerField
 from videos.serializers.stream_settings import validate_geometry
 
 # Error responses (all in the envelope) are added to every operation by videos.errors.postprocess_error_responses.
@@ -84,7 +86,7 @@ class ListCountMixin:
             # Checked as the list checks it (`ordering=,` is a BAD_PARAM there), though a count has no order.
             self.paginator._ordering(request, self)
         queryset = self.filter_queryset(self.get_queryset())
-        return Response({"count": queryset.count()})
+        return Response({"count": selectors.row_count(queryset)})
 
 
 class ApiModelViewSet(ListCountMixin, viewsets.ModelViewSet):
@@ -95,17 +97,22 @@ class ApiModelViewSet(ListCountMixin, viewsets.ModelViewSet):
     # Ids beyond 18 digits cannot exist (bigint) and would reach the database as an error otherwise.
     lookup_value_regex = "[0-9]{1,18}"
 
+    def get_success_headers(self, data: Any) -> dict[str, str]:
+        # The created object's own URL. DRF's default echoes the body's `url` field, which on an archive is the
+        # client's source URL.
+        return {"Location": self.reverse_action("detail", args=[data["id"]])}
+
 
 @extend_schema_view(
     list=extend_schema(summary="List video archives"),
     create=extend_schema(summary="Add a new video archive"),
 )
-class VideoArchiveViewSet(ApiModelViewSet):
+class VideoArchiveViewSet(ImageEndpointMixin, ApiModelViewSet):
     serializer_class = VideoArchiveSerializer
     filterset_class = VideoArchiveFilterSet
 
     def get_queryset(self):
-        return selectors.archive_list()
+        return selectors.archive_page_list() if self.action == "list" else selectors.archive_list()
 
     def perform_create(self, serializer: VideoArchiveSerializer) -> None:
         serializer.instance = services.archive_create(data=serializer.validated_data)
@@ -144,6 +151,7 @@ class VideoArchiveViewSet(ApiModelViewSet):
     @requires("change")
     def upload_source_file(self, request: Request, pk: str) -> Response:
         archive_id = self._archive_id()
+        cleanup.upload_temps_sweep_now_and_then()  # what killed web workers of this host left behind
         raw = request._request
         content_type = raw.META.get("CONTENT_TYPE", "")
         content_length = _content_length(raw.META.get("CONTENT_LENGTH"))
@@ -178,7 +186,7 @@ class VideoArchiveViewSet(ApiModelViewSet):
         ],
         responses={(200, "image/jpeg"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="NOT_FOUND")},
     )
-    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    @action(detail=True, methods=["get", "post"], filter_backends=[], renderer_classes=IMAGE_RENDERERS)
     @requires("view")
     def screenshot(self, request: Request, pk: str) -> HttpResponse:
         params = ScreenshotQuerySerializer.parse(request)
@@ -208,16 +216,31 @@ class _CountingReader:
         return data
 
 
+class _UploadMultiPartParser(MultiPartParser):
+    def sanitize_file_name(self, file_name: str) -> str:
+        # Django skips a file part whose name sanitizes to nothing ("../", "..", "/"). The client's file name is
+        # never used (the stored name is generated), so such a part is taken like any other.
+        return super().sanitize_file_name(file_name) or "upload"
+
+
 def _multipart_file(raw: HttpRequest, content_length: int) -> UploadedFile:
     """The `file` field of a multipart body, streamed to a temporary file by Django's upload handlers.
 
     Django parses multipart bodies only for POST, so a PUT is parsed here.
     """
     reader = _CountingReader(raw)
+    # A part without a filename is a text field to Django, read into memory up to DATA_UPLOAD_MAX_MEMORY_SIZE.
+    no_filename = BadParam(
+        _("The 'file' part has no filename in its Content-Disposition, so it is read as a text field; send the video "
+          "as a file part (any filename will do)."),
+        param="file",
+    )
     try:
-        _fields, files = MultiPartParser(raw.META, reader, raw.upload_handlers, raw.encoding).parse()
+        fields, files = _UploadMultiPartParser(raw.META, reader, raw.upload_handlers, raw.encoding).parse()
     except MultiPartParserError as exc:
         raise BadParam(_("The multipart body cannot be read: %(reason)s") % {"reason": exc}, param="file") from exc
+    except RequestDataTooBig:
+        raise no_filename from None
     upload = files.get("file")
     error = None
     if reader.count < content_length:
@@ -226,6 +249,8 @@ def _multipart_file(raw: HttpRequest, content_length: int) -> UploadedFile:
             % {"received": reader.count, "size": content_length},
             param="source_file",
         )
+    elif upload is None and "file" in fields:
+        error = no_filename
     elif upload is None:
         error = BadParam(_("The multipart form needs a 'file' field."), param="file")
     if error is not None:
@@ -249,9 +274,9 @@ def _content_length(raw: str | None) -> int | None:
 
 
 class ScreenshotQuerySerializer(serializers.Serializer):
-    width = serializers.IntegerField(min_value=1, max_value=8192, required=False)
-    height = serializers.IntegerField(min_value=1, max_value=8192, required=False)
-    quality = serializers.IntegerField(min_value=1, max_value=100, required=False, default=95)
+    width = QueryIntegerField(min_value=1, max_value=8192, required=False)
+    height = QueryIntegerField(min_value=1, max_value=8192, required=False)
+    quality = QueryIntegerField(min_value=1, max_value=100, required=False, default=95)
     rot = serializers.CharField(allow_blank=True, max_length=64, required=False, default="",
                                 validators=[validate_geometry])
 

@@ -112,7 +112,7 @@ def test_login_body_is_checked(operator, body, param):
 def test_login_takes_only_post(operator):
     response = APIClient().get("/auth/login/", HTTP_AUTHORIZATION=basic("operator", "pw-operator"))
 
-    assert_error(response, 405, "BAD_PARAM")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
 
 
 def test_logout_revokes_the_token(operator):

@@ -178,7 +178,7 @@ def test_permissions(anon_api, outsider_api, viewer_api, client):
                  "UNAUTHORIZED")
     for forbidden in (outsider_api, viewer_api):  # the viewer may see archives, not face events
         assert_error(post_raw(forbidden, jpeg.tobytes()), 403, "PERMISSION_DENIED")
-    assert_error(client.get("/detect/"), 405, "BAD_PARAM")
+    assert_error(client.get("/detect/"), 405, "METHOD_NOT_ALLOWED")
 
 
 @pytest.mark.parametrize(

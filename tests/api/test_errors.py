@@ -71,7 +71,7 @@ def test_largest_possible_id_is_not_found(api, default_group, resource):
 def test_method_not_allowed_is_an_error_body(api, archive_id, method, path):
     url = path.format(id=archive_id)
     response = api.generic(method.upper(), url)
-    body = assert_error(response, 405, "BAD_PARAM")
+    body = assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert method.upper() in body["desc"]
 
 
@@ -163,7 +163,7 @@ def test_deep_nesting_on_login_is_bad_param(operator):
 
 
 def test_unacceptable_accept_header_is_an_error_body(api, default_group):
-    assert_error(api.get("/videos/", HTTP_ACCEPT="text/html"), 406, "BAD_PARAM")
+    assert_error(api.get("/videos/", HTTP_ACCEPT="text/html"), 406, "NOT_ACCEPTABLE")
 
 
 def test_unknown_query_parameter_is_bad_param(api, default_group):

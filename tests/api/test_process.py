@@ -147,7 +147,7 @@ def test_unknown_archive_is_not_found(api, default_group, processing_queue, acti
 @pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
 def test_process_takes_only_post(api, archive_with_source, processing_queue, method):
     response = getattr(api, method)(f"/videos/{archive_with_source}/process/")
-    assert_error(response, 405, "BAD_PARAM")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert api.get(f"/videos/{archive_with_source}/").json()["queued"] is False
 
 

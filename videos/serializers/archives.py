@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
-from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -14,7 +14,8 @@ from rest_framework.validators import UniqueValidator
 from processing.sources import SourceNotAllowed, check_source_url
 from videos.health import COUNTER_KEYS, KIND_PLURALS, OBJECT_KINDS, health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
-from videos.serializers.fields import ExcessFieldsRejectMixin, StrictCharField
+from videos.serializers.events import absolute_url
+from videos.serializers.fields import ExcessFieldsRejectMixin, FastRepresentationMixin, StrictCharField
 from videos.serializers.stream_settings import StreamSettingsField, default_stream_settings
 
 
@@ -27,13 +28,26 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+# The characters RFC 3986 allows in a URI, `%` escapes included (ASCII only). Anything else (a newline or another
+# control character, a space, a quote, non-ASCII text) would reach response headers, logs and FFmpeg as is; a client
+# percent-encodes it. Checked before anything is written.
+_URL_CHARACTER = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+
+
 def validate_source_url(value: str | None) -> str | None:
-    """http/https only; allowed hosts; literal private, loopback or link-local hosts only when allowed.
+    """Characters of a URI only; http/https only; allowed hosts; literal private, loopback or link-local hosts only
+    when allowed.
 
     The worker checks the resolved host again before opening it (processing.sources).
     """
     if value is None:
         return value
+    for position, character in enumerate(value):
+        if not _URL_CHARACTER.fullmatch(character):
+            raise serializers.ValidationError(
+                _("The URL cannot contain %(character)s (at position %(position)d); percent-encode it.")
+                % {"character": ascii(character), "position": position}
+            )
     try:
         check_source_url(value, allowed_hosts=settings.FFV_URL_ALLOWED_HOSTS,
                          allow_private=settings.FFV_URL_ALLOW_PRIVATE, resolve=False)
@@ -97,7 +111,7 @@ STATISTIC_SCHEMA: dict[str, Any] = {
 }
 
 
-class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
+class VideoArchiveSerializer(FastRepresentationMixin, ExcessFieldsRejectMixin, serializers.ModelSerializer):
     camera_group = StrictPrimaryKeyRelatedField(queryset=CameraGroup.objects.all())
     name = StrictCharField(allow_null=True, min_length=1, max_length=256)
     url = StrictCharField(allow_null=True, min_length=1, max_length=2048, required=False, default=None,
@@ -154,9 +168,7 @@ class VideoArchiveSerializer(ExcessFieldsRejectMixin, serializers.ModelSerialize
 
     @extend_schema_field({"type": "string", "format": "uri"})
     def get_screenshot(self, archive: VideoArchive) -> str:
-        path = reverse("videoarchive-screenshot", kwargs={"pk": archive.pk})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
+        return absolute_url(self.context, "videoarchive-screenshot", archive.pk)
 
     @extend_schema_field(
         {

@@ -8,11 +8,12 @@ from rest_framework import serializers
 from videos.event_selectors import ClusterSources
 from videos.models import Cluster
 from videos.serializers.events import absolute_url
+from videos.serializers.fields import FastRepresentationMixin
 
 _ID_LIST = {"type": "array", "items": {"type": "integer"}}
 
 
-class ClusterSerializer(serializers.Serializer):
+class ClusterSerializer(FastRepresentationMixin, serializers.Serializer):
     """`context["sources"]` maps cluster ids to their ClusterSources (videos.event_selectors.cluster_sources)."""
 
     id = serializers.IntegerField(read_only=True)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
@@ -75,3 +79,59 @@ class ExcessFieldsRejectMixin:
             if excess:
                 raise serializers.ValidationError({str(excess[0]): [self.error_messages["excess"]]})  # type: ignore[attr-defined]
         return super().to_internal_value(data)  # type: ignore[misc]
+
+
+def _fast_getter(serializer: serializers.Serializer, field: serializers.Field) -> tuple[Callable[[Any], Any], bool]:
+    """How `field` reads its attribute: (getter, whether the value goes through field.to_representation).
+
+    Exactly what DRF does, without its per-field indirection where that is provably the same: a plain model
+    attribute is read with attrgetter (DRF's get_attribute also calls callables, which model fields are not), and a
+    primary-key relation reads the `<name>_id` column, which is the `pk` DRF would take from its PKOnlyObject.
+    """
+    model = getattr(getattr(serializer, "Meta", None), "model", None)
+    simple = len(field.source_attrs) == 1 and field.source != "*"
+    if (isinstance(field, serializers.PrimaryKeyRelatedField) and simple and model is not None
+            and field.pk_field is None and field.use_pk_only_optimization()):
+        return attrgetter(model._meta.get_field(field.source).attname), False
+    if type(field).get_attribute is serializers.Field.get_attribute and simple and model is not None:
+        try:
+            concrete = model._meta.get_field(field.source).concrete
+        except FieldDoesNotExist:
+            concrete = False
+        if concrete:
+            return attrgetter(field.source), True
+    return field.get_attribute, True
+
+
+class FastRepresentationMixin:
+    """`to_representation` with DRF's output, field for field, at a fraction of its cost per row.
+
+    A page of 1,000 rows runs DRF's per-field machinery 20,000 times; here each field's getter and converter are
+    looked up once per serializer instance (a list serializer reuses one child for every row).
+    """
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        plan = self.__dict__.get("_representation_plan")
+        if plan is None:
+            plan = []
+            for field in self._readable_fields:  # type: ignore[attr-defined]
+                getter, convert = _fast_getter(self, field)  # type: ignore[arg-type]
+                plan.append((field.field_name, getter, field.to_representation if convert else None))
+            self.__dict__["_representation_plan"] = plan
+        result: dict[str, Any] = {}
+        for name, getter, convert in plan:
+            value = getter(instance)
+            if value is None or convert is None:
+                result[name] = value
+            else:
+                result[name] = convert(value)
+        return result
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter in ASCII digits: int() alone also reads "١٢٣", " 5", "+5" and "1_0"."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not re.fullmatch(r"-?[0-9]{1,18}", data):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -44,7 +44,7 @@ def validate_geometry(value: str) -> str:
     """`WxH+X+Y` in pixels, or empty for none."""
     if value == "":
         return value
-    match = GEOMETRY_RE.match(value)
+    match = GEOMETRY_RE.fullmatch(value)
     if not match:
         raise serializers.ValidationError(_("Must be empty or of the form WxH+X+Y, e.g. 640x480+10+20."))
     width, height = int(match.group(1)), int(match.group(2))
@@ -74,7 +74,7 @@ def parse_ffmpeg_params(items: list[str]) -> list[tuple[str, str]]:
         if index + 1 >= len(tokens):
             raise serializers.ValidationError(_("Option -%(name)s needs a value.") % {"name": name})
         value = tokens[index + 1]
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise serializers.ValidationError(
                 _("Value %(value)r is not allowed for -%(name)s.") % {"value": value, "name": name}
             )

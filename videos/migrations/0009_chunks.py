@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('videos', '0007_auth_hardening'),
+        ('videos', '0008_api_speed_counts_indexes'),
     ]
 
     operations = [

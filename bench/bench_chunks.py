@@ -9,7 +9,7 @@ Run from the repository root (the models prepared, Redis up)::
 
     CELERY_BROKER_URL=redis://127.0.0.1:6379/10 \\
     OPENCV_DOC_DATA_DIR=/usr/share/doc/opencv-doc/examples/data \\
-    .venv/bin/python bench/bench_chunks.py --loops 1 --chunk-seconds 20 --out bench/results-chunks.json
+    .venv/bin/python bench/bench_chunks.py --loops 2 --max-frames 200 --chunk-seconds 12 --out bench/results-chunks.json
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{work / 'db.sqlite3'}"
     os.environ["MEDIA_ROOT"] = str(work / "media")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
+    os.environ.setdefault("FFV_DEV", "1")  # (a throwaway database on this host, never served)
     import django
 
     django.setup()

@@ -9,8 +9,10 @@ checkout), the bench:
    20,000 body and 20,000 car events, 5,000 face / 1,000 body / 1,000 car clusters; then VACUUM ANALYZE;
 2. runs every case in-process (Django test client, token auth as over HTTP) to count the SQL queries of the
    request, to take its CPU time in this process (median of 7, or 2 at limit 1000) and to EXPLAIN ANALYZE its
-   slowest query other than the token lookup;
-3. starts `gunicorn findface_videos.wsgi:application --workers N` in that tree and times each case sequentially
+   slowest query other than the token lookup; then (`--cpu-rounds`) the CPU time again, in turns between the
+   trees, request by request, as the machine's load also stretches a process's own CPU time;
+3. serves that tree as `./dev serve` does (`gunicorn -c findface_videos/gunicorn_conf.py`, FFV_WEB_WORKERS=N;
+   a tree without that file: `gunicorn findface_videos.wsgi:application --workers N`) and times each case sequentially
    over real HTTP (http.client, keep-alive): p50/p95 of `--repeat` requests (after 2 warm-ups) at limit 20 and
    of `--repeat-large` at limit 1000;
 4. runs `--clients` concurrent clients (threads, one keep-alive connection each) for `--seconds` on a mix of the
@@ -154,6 +156,8 @@ def tree_env(tree: Path, url: str) -> dict[str, str]:
     env.update(DATABASE_URL=url, PYTHONPATH=str(tree), DJANGO_SETTINGS_MODULE="findface_videos.settings",
                DJANGO_DEBUG="false", LOG_LEVEL="WARNING", FFV_VAR_DIR=f"/tmp/bench-api-var-{tree.name}")
     Path(env["FFV_VAR_DIR"], "static").mkdir(parents=True, exist_ok=True)
+    # Trees that fail closed without a key (settings.py) get one; older trees ignore it.
+    env.setdefault("DJANGO_SECRET_KEY", "bench-api-scale-not-a-secret")
     env.pop("CELERY_BROKER_URL", None)  # nothing is queued; the default file-system broker needs no server
     return env
 
@@ -318,6 +322,57 @@ def probe(out: Path) -> None:
     out.write_text(json.dumps(results, indent=2))
 
 
+def cpu_server() -> None:
+    """Runs inside the tree's environment: reads `path<TAB>repeat` lines, answers each with the CPU ms of every
+    timed request (after one warm-up) as a JSON list. The parent alternates the trees request by request."""
+    import django
+
+    django.setup()
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    login = client.post("/auth/login/", {"uuid": "bench-cpu"}, format="json",
+                        HTTP_AUTHORIZATION="Basic " + base64.b64encode(":".join(ADMIN).encode()).decode())
+    assert login.status_code == 200, login.content[:300]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {login.json()['token']}")
+    for line in sys.stdin:
+        path, repeat = line.rstrip("\n").split("\t")
+        client.get(path)
+        cpu = []
+        for _ in range(int(repeat)):
+            start = time.process_time()
+            response = client.get(path)
+            cpu.append(1000 * (time.process_time() - start))
+        assert response.status_code == 200, (path, response.status_code)
+        print(json.dumps(cpu), flush=True)
+
+
+def cpu_interleaved(trees: dict[str, Path], urls: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
+    """CPU ms per request of every tree, measured in turns (before, after, before, ...: `rounds` turns of 3
+    requests, 1 at limit 1000), so that the machine's load, which also slows a process's own CPU time on shared
+    cores, weighs on every tree alike. Median of all turns."""
+    servers = {label: subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_cpu_server"], cwd=tree,
+                                       env=tree_env(tree, urls[label]), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+               for label, tree in trees.items()}
+    results: dict[str, dict[str, float]] = {label: {} for label in trees}
+    try:
+        for name, path, limit in requests_of(cases()):
+            samples: dict[str, list[float]] = {label: [] for label in trees}
+            for _ in range(rounds):
+                for label, server in servers.items():
+                    server.stdin.write(f"{path}\t{1 if limit == 1000 else 3}\n")
+                    server.stdin.flush()
+                    samples[label] += json.loads(server.stdout.readline())
+            for label in trees:
+                results[label][f"{name} @{limit}"] = statistics.median(samples[label])
+    finally:
+        for server in servers.values():
+            server.stdin.close()
+            server.wait(60)
+    return results
+
+
 # --- HTTP
 
 
@@ -356,10 +411,19 @@ def login(port: int) -> str:
 
 
 def serve(tree: Path, url: str, port: int, workers: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "findface_videos.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--timeout", "600", "--log-level", "warning"],
-        cwd=tree, env=tree_env(tree, url))
+    """The tree served as `./dev serve` serves it: gunicorn with its config file (findface_videos/gunicorn_conf.py,
+    event-loop workers with a thread pool), or the plain WSGI app for a tree that has no such file."""
+    env = tree_env(tree, url)
+    if (tree / "findface_videos" / "gunicorn_conf.py").exists():
+        # Keep-alive long enough for the sequential clients, which wait for the other tree between requests.
+        env.update(FFV_BIND=f"127.0.0.1:{port}", FFV_WEB_WORKERS=str(workers), FFV_WEB_KEEPALIVE="300")
+        command = [sys.executable, "-m", "gunicorn", "-c", "findface_videos/gunicorn_conf.py",
+                   "--log-level", "warning"]
+    else:
+        command = [sys.executable, "-m", "gunicorn", "findface_videos.wsgi:application", "--bind",
+                   f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "600", "--log-level", "warning"]
+    # The access log (one line a request) would drown the bench's own output.
+    server = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -437,8 +501,11 @@ def prepare_tree(label: str, tree: Path, args: argparse.Namespace, stream_settin
     dbname = f"{args.db_prefix}_{label}"
     url = database_url(args.pg, dbname)
     print(f"== {label}: {tree}, db {dbname}", flush=True)
-    create_database(args.pg, dbname, tree)
-    loaded = load(args.pg, dbname, stream_settings)
+    if args.reuse_db:
+        loaded = {}
+    else:
+        create_database(args.pg, dbname, tree)
+        loaded = load(args.pg, dbname, stream_settings)
     print(f"  loaded: {json.dumps({k: round(v, 1) for k, v in loaded.items()})}", flush=True)
     probe_out = Path(f"/tmp/bench-api-probe-{label}.json")
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "_probe", str(probe_out)], cwd=tree,
@@ -449,6 +516,12 @@ def prepare_tree(label: str, tree: Path, args: argparse.Namespace, stream_settin
 
 def run_trees(trees: dict[str, Path], args: argparse.Namespace, stream_settings: dict[str, Any]) -> dict[str, Any]:
     prepared = {label: prepare_tree(label, tree, args, stream_settings) for label, tree in trees.items()}
+    if args.cpu_rounds:
+        # The probe's CPU times were taken one tree after the other; these alternate between the trees.
+        cpu = cpu_interleaved(trees, {label: prepared[label]["url"] for label in trees}, args.cpu_rounds)
+        for label in trees:
+            for key, value in cpu[label].items():
+                prepared[label]["probe"][key]["cpu_ms"] = value
     servers = {label: serve(trees[label], prepared[label]["url"], args.port + index, args.workers)
                for index, label in enumerate(trees)}
     try:
@@ -482,6 +555,10 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
         probe(Path(sys.argv[2]))
         return
+    if len(sys.argv) == 2 and sys.argv[1] == "_cpu_server":
+        sys.path.insert(0, os.getcwd())
+        cpu_server()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", required=True, help="LABEL=PATH of a checkout to measure")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
@@ -492,6 +569,11 @@ def main() -> None:
     parser.add_argument("--repeat-large", type=int, default=5, help="timed requests per case at limit 1000")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the concurrent run")
+    parser.add_argument("--cpu-rounds", type=int, default=6,
+                        help="turns of the interleaved CPU probe per request (0: the probe's own, one tree after "
+                             "the other)")
+    parser.add_argument("--reuse-db", action="store_true",
+                        help="measure the databases a previous run loaded (same --db-prefix) instead of reloading")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 

@@ -239,6 +239,12 @@ FFV_DECODE_STALL_SECONDS = env_float("FFV_DECODE_STALL_SECONDS", 60.0, minimum=0
 FFV_LONGEST_JOB_SECONDS = env_int("FFV_LONGEST_JOB_SECONDS", 6 * 3600, minimum=60)
 # Detectors run on every n-th frame; trackers bridge the frames between (see bench/ for the trade-off).
 FFV_DETECT_STRIDE = env_int("FFV_DETECT_STRIDE", 1, minimum=1)
+# Detections per second of video, whatever its frame rate (every 3rd frame at 30 fps, every frame at 10 fps); the
+# trackers interpolate between. 0 = every frame on the stride. A server setting: stream_settings takes no keys the
+# API page does not have.
+FFV_DETECT_RATE = env_float("FFV_DETECT_RATE", 10.0, minimum=0.0)
+# A due frame that shows what the last analysed frame showed (repeated frames, a still scene) is passed over.
+FFV_SKIP_DUPLICATE_FRAMES = env_bool("FFV_SKIP_DUPLICATE_FRAMES", True)
 # With the body detector on, faces are searched in the upper part of each person box ("bodies", a fraction of a
 # whole-frame pass) or in the whole frame ("frame": also faces whose body the person detector misses).
 FFV_FACE_SEARCH = env_choice("FFV_FACE_SEARCH", "bodies", {"bodies", "frame"})

@@ -93,6 +93,11 @@ class PipelineSettings:
     progress_interval: float = 1.0
     # Run the detectors on every n-th frame; the trackers bridge and interpolate the frames between.
     detect_stride: int = 1
+    # Detect at most this many frames per second of video, whatever the frame rate (0 = every frame on the
+    # stride); see processing.pipeline.sampler. The worker's default is FFV_DETECT_RATE's.
+    detect_rate: float = 0.0
+    # Pass over a due frame that shows what the last analysed frame showed (repeated frames, still scenes).
+    skip_duplicate_frames: bool = False
     face_input_size: tuple[int, int] = (640, 640)
     object_input_size: tuple[int, int] = (640, 640)
     object_confidence: float = 0.25

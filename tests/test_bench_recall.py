@@ -170,3 +170,23 @@ def test_one_pipeline_track_over_two_naive_tracks_is_merging(bench):
 
     figures = bench.track_fragmentation({"body": reference}, {"body": [joined]})
     assert figures["overall"]["fragmented"] == 0 and figures["overall"]["merging"] == 1
+
+
+def test_interpolated_footage_moves_objects_between_source_frames(bench):
+    """Issue 17's 30 fps film is vtest with motion-interpolated frames: the frames between two source frames show
+    an object part of the way along its path (not a cross-fade of both positions)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (0, 0), 3)
+    first, second = background.copy(), background.copy()
+    first[40:80, 40:60] = 255
+    second[40:80, 52:72] = 255  # 12 px to the right
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+    # 10 -> 30 fps: source frames 0 and 1 are output frames 0 and 3; frames 1 and 2 lie a third and two thirds on.
+    frames = list(bench._interpolated(flow, first, second, 0, 10.0, 30.0, 1))
+    assert len(frames) == 2
+    for frame, shift in zip(frames, (4, 8), strict=True):
+        bright = np.nonzero(frame[60, :, 0] > 200)[0]
+        assert abs(bright.mean() - (49.5 + shift)) <= 2, bright

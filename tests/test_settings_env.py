@@ -190,6 +190,9 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/prometheus"}, "PROMETHEUS_MULTIPROC_DIR"),
         ({"FFV_WORKER_METRICS_BIND": "9100"}, "FFV_WORKER_METRICS_BIND"),
         ({"FFV_WORKER_METRICS_BIND": "0.0.0.0:9100"}, "PROMETHEUS_MULTIPROC_DIR"),  # it serves that folder
+        ({"FFV_DETECT_RATE": "-1"}, "FFV_DETECT_RATE"),
+        ({"FFV_DETECT_RATE": "ten"}, "FFV_DETECT_RATE"),
+        ({"FFV_SKIP_DUPLICATE_FRAMES": "sometimes"}, "FFV_SKIP_DUPLICATE_FRAMES"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

@@ -54,6 +54,37 @@ def finished(api, archive_id: int) -> bool:
     return status in ("COMPLETED", "MISCONFIGURED")
 
 
+def test_a_new_archive_analyses_30_fps_footage_ten_times_a_second(api, default_group, model_worker, tmp_path):
+    """Issue 17: a new archive's defaults sample by time: at 30 fps every 3rd frame is analysed, so every posted
+    event (a track's best frame, always an analysed one) lies on a multiple of 3, while every frame is counted."""
+    import av
+    import cv2
+
+    clip = tmp_path / "street-30fps.avi"
+    with av.open(str(footage("vtest.avi"))) as inp, av.open(str(clip), "w") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = 640, 360, "yuv420p", 8_000_000
+        for index, frame in enumerate(inp.decode(inp.streams.video[0])):
+            if index == 90:
+                break
+            picture = cv2.resize(frame.to_ndarray(format="bgr24"), (640, 480), interpolation=cv2.INTER_AREA)
+            video_frame = av.VideoFrame.from_ndarray(picture[60:420].copy(), format="bgr24")
+            video_frame.pts = index
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    archive_id = create_archive(api, default_group, clip, {"face": None, "car": None})
+    assert api.post(f"/videos/{archive_id}/process/").status_code == 200
+    assert wait_for(lambda: finished(api, archive_id), timeout=300), model_worker.log()
+
+    health = api.get(f"/videos/{archive_id}/").json()["health_status"]
+    assert health["status"] == "COMPLETED" and health["statistic"]["frames_processed"] == 90
+    frames = [event.detector_params["frame_index"] for event in BodyEvent.objects.filter(video_archive_id=archive_id)]
+    assert len(frames) >= 3
+    assert all(frame % 3 == 0 for frame in frames), frames
+
+
 def test_megamind_gives_face_events_and_counts_agree(api, default_group, model_worker):
     archive_id = create_archive(api, default_group, footage("Megamind.avi"), {"body": None, "car": None})
     assert api.post(f"/videos/{archive_id}/process/").status_code == 200

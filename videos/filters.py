@@ -9,8 +9,8 @@ import django_filters
 from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
@@ -107,8 +107,20 @@ def week_start(now: datetime, weeks_back: int) -> datetime:
     return timezone.make_aware(datetime.combine(monday, datetime.min.time()))
 
 
+# Form classes by (FilterSet class, language): django-filter builds one per request, every filter's form field with
+# its translated label; none of this API's filters depends on the request (no querysets of choices).
+_FORM_CLASSES: dict[tuple[type, str | None], type[forms.Form]] = {}
+
+
 class CreatedDateFilterSet(django_filters.FilterSet):
     """`created_date_*` filters shared by every list of the API."""
+
+    def get_form_class(self) -> type[forms.Form]:
+        key = (type(self), get_language())
+        form_class = _FORM_CLASSES.get(key)
+        if form_class is None:
+            form_class = _FORM_CLASSES[key] = super().get_form_class()
+        return form_class
 
     created_date_gt = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="gt")
     created_date_gte = BoundedIsoDateTimeFilter(field_name="created_date", lookup_expr="gte")
@@ -161,6 +173,11 @@ class StrictFilterBackend(DjangoFilterBackend):
     """django-filter with two rules of this API: unknown parameters and invalid values are BAD_PARAM."""
 
     def filter_queryset(self, request, queryset, view):
+        if all(key in PAGINATION_PARAMS for key in request.query_params) and \
+                self.get_filterset_class(view, queryset) is not None:
+            # No filter given: the filterset would select `queryset` as it is (tests/api/test_filters.py checks
+            # that for every filterset), after building a form for nothing.
+            return queryset.all()
         filterset = self.get_filterset(request, queryset, view)
         if filterset is None:
             return queryset

@@ -44,8 +44,7 @@ CODE_DESCRIPTIONS = {
 }
 
 
-def empty_statistic() -> dict[str, Any]:
-    """Every statistic key of api-notes.md, zeroed, in the order of the page's example."""
+def _empty_statistic() -> dict[str, Any]:
     statistic: dict[str, Any] = {"processed_duration": 0}
     for kind in OBJECT_KINDS:
         plural = KIND_PLURALS[kind]
@@ -68,6 +67,20 @@ def empty_statistic() -> dict[str, Any]:
         }
     )
     return statistic
+
+
+# Built once: its values are immutable, so a shallow copy per archive is a fresh statistic.
+_EMPTY_STATISTIC = _empty_statistic()
+
+
+def empty_statistic() -> dict[str, Any]:
+    """Every statistic key of api-notes.md, zeroed, in the order of the page's example."""
+    return _EMPTY_STATISTIC.copy()
+
+
+def code_descriptions() -> dict[str, str]:
+    """Every code's description in the active language (a list serializer takes them once, not per row)."""
+    return {key: str(text) for key, text in CODE_DESCRIPTIONS.items()}
 
 
 def _ordered(value: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
@@ -120,7 +133,12 @@ def _progress_and_eta(archive: VideoArchive, statistic: dict[str, Any]) -> tuple
     return fraction, eta
 
 
-def health_status(archive: VideoArchive) -> HealthStatus:
+def _describe(key: str, descriptions: dict[str, str] | None) -> str:
+    return descriptions[key] if descriptions is not None else str(CODE_DESCRIPTIONS[key])
+
+
+def health_status(archive: VideoArchive, descriptions: dict[str, str] | None = None) -> HealthStatus:
+    """`descriptions`: code_descriptions() of the active language, when the caller has them already."""
     state = archive.job_state
     statistic = archive_statistic(archive)
     soft_errors = bool(statistic.get("decoding_soft_errors"))
@@ -148,7 +166,7 @@ def health_status(archive: VideoArchive) -> HealthStatus:
             msg="",
             statistic={},
             code="red",
-            code_desc=str(CODE_DESCRIPTIONS["WAITING_FOR_SYNC"]),
+            code_desc=_describe("WAITING_FOR_SYNC", descriptions),
         )
     return HealthStatus(
         enabled=state in (JobState.QUEUED, JobState.STARTING, JobState.IN_PROGRESS),
@@ -156,5 +174,5 @@ def health_status(archive: VideoArchive) -> HealthStatus:
         msg=render_job_message(archive.job_msg_code, archive.job_msg_params),
         statistic=statistic,
         code=code,
-        code_desc=str(CODE_DESCRIPTIONS[desc_key]),
+        code_desc=_describe(desc_key, descriptions),
     )

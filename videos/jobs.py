@@ -499,6 +499,8 @@ def _pipeline_settings(job: ClaimedJob, path: str) -> PipelineSettings:
         progress_interval=settings.FFV_PROGRESS_INTERVAL,
         decode_stall_seconds=settings.FFV_DECODE_STALL_SECONDS,
         detect_stride=settings.FFV_DETECT_STRIDE,
+        detect_rate=settings.FFV_DETECT_RATE,
+        skip_duplicate_frames=settings.FFV_SKIP_DUPLICATE_FRAMES,
         face_search=settings.FFV_FACE_SEARCH,
         face_crop_size=settings.FFV_FACE_CROP_SIZE,
         face_input_size=settings.FFV_FACE_INPUT_SIZE,

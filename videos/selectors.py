@@ -14,7 +14,8 @@ def archive_list() -> QuerySet[VideoArchive]:
 
 
 # Columns of an archive the API never shows: a page of up to 1,000 rows skips reading and converting them.
-_ARCHIVE_HIDDEN = ("save_to", "modified_date", "stop_requested", "job_task_id", "job_claim", "job_purge_pending",
+# (Not job_purge_pending: health_status reads it for a queued archive, and a deferred column is a query per row.)
+_ARCHIVE_HIDDEN = ("save_to", "modified_date", "stop_requested", "job_task_id", "job_claim",
                    "job_worker", "job_heartbeat", "job_checkpoint", "queued_date", "processing_finish_date")
 
 

@@ -1,8 +1,8 @@
 """`run_pipeline`: the stages put together. No Django here.
 
-source (decoder thread, watchdog) -> sampler (resume skip, pacing, stride, motion) -> detection (frames in
-flight on a thread pool) -> tracking (per kind: track, post; checkpoints), with the progress reporter ticking
-after every frame and while the decoder keeps the loop waiting.
+source (decoder thread, watchdog) -> sampler (resume skip, pacing, stride or rate, duplicates, motion) ->
+detection (frames in flight on a thread pool) -> tracking (per kind: track, post; checkpoints), with the progress
+reporter ticking after every frame and while the decoder keeps the loop waiting.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from processing.frames import geometry_mask, object_quality
 from processing.pipeline.detection import DetectedFrame
 from processing.pipeline.errors import PipelineError
 from processing.pipeline.progress import Progress
+from processing.pipeline.sampler import detect_gap_frames
 from processing.posting import PostedObject, TrackPoster
 from processing.trackers import CheckpointState, available_trackers, create_tracker
 
@@ -104,7 +105,7 @@ class Tracking:
         self.on_event = on_event
         # Sees every kind's tracked boxes of each analysed frame (a chunk records its shared windows with it).
         self.on_tracked: OnTracked | None = None
-        stride = max(1, settings.detect_stride)
+        stride = detect_gap_frames(settings, fps)
         self.kinds = {kind: KindTracker(config, fps, stride, embedders.get(kind))
                       for kind, config in settings.detectors.items()}
         next_ids = (resume or {}).get("next_track_ids") or {}

@@ -5,16 +5,19 @@ PostgreSQL every documented ordering is read from an index (bench/bench_api_scal
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone, translation
 
 from tests.conftest import _user, requires, token_client
-from videos import services
-from videos.models import CLUSTER_MODELS, EVENT_MODELS, CameraGroup, VideoArchive
+from videos import selectors, services
+from videos.models import CLUSTER_MODELS, EVENT_MODELS, CameraGroup, JobState, VideoArchive
 
 PLURAL = {"face": "faces", "body": "bodies", "car": "cars"}
 # Every list with a count/, and the model whose rows an unfiltered count/ counts.
@@ -220,7 +223,7 @@ def test_fast_representation_is_drfs_own(api, default_group):
     from rest_framework.test import APIRequestFactory
 
     from videos.event_selectors import cluster_sources
-    from videos.models import Camera, Case, JobState
+    from videos.models import Camera, Case
     from videos.serializers.archives import VideoArchiveSerializer
     from videos.serializers.clusters import ClusterSerializer
     from videos.serializers.events import EventSerializer, FaceEventSerializer
@@ -232,17 +235,42 @@ def test_fast_representation_is_drfs_own(api, default_group):
         camera=camera, case=Case.objects.create(name="case"), url="http://example.com/a.mp4", source_len=12.5,
         job_state=JobState.COMPLETED, statistic={"frames_processed": 9, "objects": {"car": {"posted": 1}}},
         job_msg_code="internal_error", job_msg_params={"error": "boom"}, file_size=10)
+    # Every job state (health_status differs by state), with a source, start date and statistic.
+    for state in JobState.values:
+        archive = add_archives(default_group, 1)[0]
+        VideoArchive.objects.filter(pk=archive.pk).update(
+            job_state=state, source_file="videos/x/source.mp4", source_len=10.0, job_purge_pending=True,
+            processing_start_date=datetime(2026, 3, 29, 0, 30, 15, 123456, tzinfo=UTC),
+            statistic={"processed_duration": 4.0, "decoding_soft_errors": 1, "eta_seconds": 3})
     request = APIRequestFactory().get("/videos/", HTTP_HOST="testserver")
-    cases = [(VideoArchiveSerializer, list(VideoArchive.objects.all()), {})]
+    cases = [(VideoArchiveSerializer, list(selectors.archive_page_list()), {})]
     for kind, model in EVENT_MODELS.items():
         serializer = FaceEventSerializer if kind == "face" else EventSerializer
         cases.append((serializer, list(model.objects.all()), {}))
         clusters = list(CLUSTER_MODELS[kind].objects.all())
         cases.append((ClusterSerializer, clusters,
                       {"sources": cluster_sources(kind=kind, cluster_ids=[c.pk for c in clusters])}))
-    for serializer_class, rows, extra in cases:
-        assert rows
-        fast = serializer_class(rows, many=True, context={"request": request, **extra}).data
-        drf = serializer_class(rows, many=True, context={"request": request, **extra})
-        own = [super(FastRepresentationMixin, drf.child).to_representation(row) for row in rows]
-        assert [list(row.items()) for row in fast] == [list(row.items()) for row in own], serializer_class
+    # Dates are written in the current time zone (UTC as "Z"; Moscow's +03:00 across the day of a DST change
+    # elsewhere); descriptions and messages in the active language.
+    for zone, language in (("UTC", "en"), ("Europe/Moscow", "ru"), ("America/New_York", "en")):
+        with timezone.override(zone), translation.override(language):
+            for serializer_class, rows, extra in cases:
+                assert rows
+                fast = serializer_class(rows, many=True, context={"request": request, **extra}).data
+                drf = serializer_class(rows, many=True, context={"request": request, **extra})
+                own = [super(FastRepresentationMixin, drf.child).to_representation(row) for row in rows]
+                assert [list(row.items()) for row in fast] == [list(row.items()) for row in own], \
+                    (serializer_class, zone)
+                assert json.dumps(fast) == json.dumps(own)
+
+
+def test_queries_per_archive_page_do_not_grow_with_queued_rows(api, default_group):
+    """health_status reads job_purge_pending of a queued archive: the page must load it with the rows."""
+    add_archives(default_group, 3)
+    VideoArchive.objects.update(job_state=JobState.QUEUED, job_purge_pending=True)
+    few_queries, few = queries(api, "/videos/?limit=1000")
+    add_archives(default_group, 30)
+    VideoArchive.objects.update(job_state=JobState.QUEUED, job_purge_pending=True)
+    many_queries, many = queries(api, "/videos/?limit=1000")
+    assert len(many["results"]) == 33 and many_queries == few_queries
+    assert {row["health_status"]["status"] for row in many["results"]} == {"AWAITING"}

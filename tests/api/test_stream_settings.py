@@ -9,7 +9,7 @@ import pytest
 from rest_framework.fields import Field
 
 from processing.config import DetectorConfig, PipelineSettings
-from processing.stream_settings import DEFAULTS_BY_VERSION, complete_stream_settings, current_version
+from processing.stream_settings import DEFAULTS_BY_VERSION, TOP_KEYS, complete_stream_settings, current_version
 from tests.api.test_archives import DEFAULT_STREAM_SETTINGS, PAGE_CREATE_RESPONSE, PAGE_LIST_ITEM, assert_bad_param
 from videos import jobs
 from videos.models import JobState, VideoArchive
@@ -564,6 +564,20 @@ def test_track_miss_interval_takes_fractions_of_a_second_and_the_worker_reads_th
     assert detectors["face"].track_miss_interval == seconds
     assert detectors["body"] == DetectorConfig.from_settings("body", {})
     assert "car" not in detectors
+
+
+def test_a_new_archive_is_detected_ten_times_a_second_with_repeated_frames_skipped(api, default_group, settings):
+    """Issue 17: time-based sampling and duplicate skipping are what a new archive gets, from the server's settings
+    (FFV_DETECT_RATE, FFV_SKIP_DUPLICATE_FRAMES): stream_settings keeps the page's keys and nothing more."""
+    created = post(api, default_group, {}).json()
+
+    assert list(created["stream_settings"]) == list(TOP_KEYS)
+    worker = _worker_settings(VideoArchive.objects.get(pk=created["id"]))
+    assert (worker.detect_rate, worker.skip_duplicate_frames, worker.detect_stride) == (10.0, True, 1)
+
+    settings.FFV_DETECT_RATE, settings.FFV_SKIP_DUPLICATE_FRAMES = 0.0, False
+    worker = _worker_settings(VideoArchive.objects.get(pk=created["id"]))
+    assert (worker.detect_rate, worker.skip_duplicate_frames) == (0.0, False)
 
 
 @pytest.fixture

@@ -261,3 +261,24 @@ def test_trimmed_padding_keeps_the_boxes_of_the_square_input(yolo_model_path: Pa
     strong = square[square.confidence > 0.5]
     assert len(strong) >= 8
     assert box_iou_batch(strong.xyxy, trimmed.xyxy).max(axis=1).min() > 0.95
+
+
+def test_a_16_9_frame_runs_at_640x384_with_the_boxes_of_the_square_input(yolo_model_path: Path, frame: np.ndarray
+                                                                         ) -> None:
+    """Issue 17: street footage at 640x360 (vtest's middle rows) runs at 640x384, 40% fewer pixels than 640x640,
+    and its boxes, mapped back to the frame, are those of the square input."""
+    import cv2
+
+    from processing.detectors._letterbox import letterbox
+
+    wide = np.ascontiguousarray(cv2.resize(frame, (640, 480), interpolation=cv2.INTER_AREA)[60:420])
+    tensor, info = letterbox(wide, 640, trim=True)
+    assert tensor.shape == (1, 3, 384, 640) and (info.pad_top, info.pad_left) == (12, 0)
+    options = {"providers": ["CPUExecutionProvider"], "intra_op_num_threads": 1}
+    trimmed = YoloDetector(yolo_model_path, **options).detect(wide)
+    square = YoloDetector(yolo_model_path, trim_padding=False, **options).detect(wide)
+    strong = square[square.confidence > 0.5]
+    assert len(strong) >= 5
+    assert box_iou_batch(strong.xyxy, trimmed.xyxy).max(axis=1).min() > 0.9
+    # In frame coordinates: inside the 640x360 frame, not the network's 384 rows.
+    assert trimmed.xyxy[:, [1, 3]].min() >= 0 and trimmed.xyxy[:, [1, 3]].max() <= 360

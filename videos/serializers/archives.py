@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from processing.sources import SourceNotAllowed, check_source_url
-from videos.health import COUNTER_KEYS, KIND_PLURALS, OBJECT_KINDS, health_status
+from videos.health import COUNTER_KEYS, KIND_PLURALS, OBJECT_KINDS, code_descriptions, health_status
 from videos.models import Camera, CameraGroup, Case, VideoArchive
 from videos.serializers.events import absolute_url
 from videos.serializers.fields import ExcessFieldsRejectMixin, FastRepresentationMixin, StrictCharField
@@ -185,7 +185,11 @@ class VideoArchiveSerializer(FastRepresentationMixin, ExcessFieldsRejectMixin, s
         }
     )
     def get_health_status(self, archive: VideoArchive) -> dict[str, Any]:
-        return dict(health_status(archive))
+        descriptions = self.__dict__.get("_code_descriptions")
+        if descriptions is None:
+            # Translated once per serializer (a list page reuses one for every row), not per row.
+            descriptions = self.__dict__["_code_descriptions"] = code_descriptions()
+        return dict(health_status(archive, descriptions))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         camera = attrs.get("camera", getattr(self.instance, "camera", None))

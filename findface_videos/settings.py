@@ -92,6 +92,10 @@ if DATABASE_URL:
         DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc}") from exc
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        # As below: a worker a test starts on the test's SQLite file names it by URL. Chunks of one archive
+        # claimed at once by two workers otherwise fail at once with "database is locked".
+        DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
 else:
     DATABASES = {
         "default": {
@@ -263,6 +267,14 @@ FFV_QUEUE_STALE_SECONDS = env_int("FFV_QUEUE_STALE_SECONDS", 900, minimum=10)
 # Attempts of one job (resumes after a worker crash included); past it the archive ends MISCONFIGURED, so a video
 # that kills its worker (segfault, OOM kill) is not run again forever.
 FFV_JOB_MAX_ATTEMPTS = env_int("FFV_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# An uploaded archive longer than FFV_CHUNK_SECONDS is cut at keyframes into chunks of about that length, each a
+# task any worker may take (videos.chunks); 0 runs every archive as one task. Adjacent chunks both analyse
+# FFV_CHUNK_OVERLAP_SECONDS of video, where tracks crossing the cut are stitched into one.
+FFV_CHUNK_SECONDS = env_float("FFV_CHUNK_SECONDS", 0.0, minimum=0.0)
+FFV_CHUNK_OVERLAP_SECONDS = env_float("FFV_CHUNK_OVERLAP_SECONDS", 4.0, minimum=0.5)
+if FFV_CHUNK_SECONDS and FFV_CHUNK_SECONDS < 2 * FFV_CHUNK_OVERLAP_SECONDS:
+    raise ImproperlyConfigured(f"FFV_CHUNK_SECONDS={FFV_CHUNK_SECONDS} must be 0 or at least twice "
+                               f"FFV_CHUNK_OVERLAP_SECONDS={FFV_CHUNK_OVERLAP_SECONDS}")
 FFV_SWEEP_INTERVAL = env_float("FFV_SWEEP_INTERVAL", 30.0, minimum=0.5)
 # The decoder watchdog: a source that yields no frame for this long (a stuck demuxer, a server that stops
 # sending) ends its job MISCONFIGURED (`source_stalled`) instead of holding a worker forever. 0 turns it off.

@@ -125,6 +125,8 @@ class PipelineSettings:
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     # The checkpoint a resumed run starts from (Progress.checkpoint of the interrupted run), or None.
     resume_from: dict[str, Any] | None = None
+    # A chunk of a long video (processing.chunks): decode from `span[0]` (a keyframe) up to `span[1]` seconds.
+    span: tuple[float, float | None] | None = None
 
     @classmethod
     def from_stream_settings(cls, stream_settings: dict[str, Any], **kwargs: Any) -> PipelineSettings:

@@ -57,11 +57,17 @@ def decode_frames(
     format_name: str | None = None,
     max_soft_errors: int = 1000,
     first_index: int = 0,
+    start_time: float = 0.0,
+    end_time: float | None = None,
 ) -> Generator[DecodedFrame, None, None]:
     """Every frame of the video; `stats` fills in as it goes (soft errors, size, duration).
 
     Frames before `first_index` (a resumed run's checkpoint) are decoded, so that indices and timestamps stay
     exact, but come without an image: the conversion to BGR is most of the cost of a decoded frame.
+
+    A chunk of a long video (processing.chunks) gives `start_time` (a keyframe: the demuxer seeks straight to
+    it) and `end_time` (decoding stops there); its frame indices then come from the timestamps (exact for a
+    constant frame rate), so they agree with those of a run from the start.
     """
     container = open_video(path, options=options, format_name=format_name)
     try:
@@ -80,6 +86,10 @@ def decode_frames(
         stats.fps = float(stream.average_rate) if stream.average_rate else None
         stats.frames = int(stream.frames) or None  # as the container's header says (0: it does not say)
         index = 0
+        seeking = start_time > 0 and bool(time_base)
+        if seeking:
+            assert time_base is not None
+            container.seek(start_pts + int(start_time / time_base), stream=stream, backward=True)
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
@@ -100,6 +110,12 @@ def decode_frames(
                     timestamp = stream_time = index / stats.fps
                 else:
                     timestamp = stream_time = 0.0
+                if end_time is not None and timestamp >= end_time - 1e-6:
+                    return
+                if seeking:
+                    if timestamp < start_time - 1e-6:
+                        continue  # (a seek lands on the keyframe at or before the start)
+                    index = round(float(timestamp) * stats.fps) if stats.fps else index
                 if frame.width * frame.height > max_pixels:
                     raise MediaError("frame_too_large", width=frame.width, height=frame.height,
                                      max_pixels=max_pixels)

@@ -15,6 +15,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 PROCESS_TASK = "videos.process_archive"
+CHUNK_TASK = "videos.process_chunk"
 CLUSTER_TASK = "videos.cluster_archive"
 SWEEP_TASK = "videos.sweep_jobs"
 # A failed send is tried again at once, briefly: a broker that is down answers the client with 503 instead.
@@ -24,6 +25,12 @@ SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "inte
 def send_processing(archive_id: int, task_id: str) -> None:
     """Send a job's message (its id is the job's task id); raises kombu/OSError when the broker cannot take it."""
     current_app.send_task(PROCESS_TASK, args=[archive_id], task_id=task_id, queue=settings.FFV_PROCESSING_QUEUE,
+                          retry=True, retry_policy=SEND_RETRY)
+
+
+def send_chunk(chunk_id: int, task_id: str) -> None:
+    """Send one chunk of a long archive's job (videos.chunks); raises like send_processing."""
+    current_app.send_task(CHUNK_TASK, args=[chunk_id], task_id=task_id, queue=settings.FFV_PROCESSING_QUEUE,
                           retry=True, retry_policy=SEND_RETRY)
 
 

@@ -35,7 +35,8 @@ from django.utils.translation import gettext as _
 from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as BrokerError
 
-from processing.config import ModelPaths, PipelineSettings
+from processing.chunks import OverlapRecorder, Span, first_track_id, keyframes, plan_spans
+from processing.config import OBJECT_KINDS, ModelPaths, PipelineSettings
 from processing.fetch import FetchError, FetchPolicy
 from processing.media import MediaError
 from processing.pipeline import PipelineError, Progress, run_pipeline
@@ -43,12 +44,13 @@ from processing.posting import PostedObject
 from processing.sources import SourceNotAllowed
 from processing.stream_settings import complete_stream_settings
 from videos import broker, metrics
+from videos.chunks import aggregate_statistic, stitch_events
 from videos.clusters import enqueue_clustering, lock_clusters, uncluster_archive
 from videos.errors import Conflict, NotFound, ServiceUnavailable
 from videos.events import event_counts, event_store, events_purge
 from videos.health import KIND_PLURALS, empty_statistic
 from videos.job_messages import safe_params
-from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
+from videos.models import BUSY_STATES, RUNNING_STATES, ArchiveChunk, JobState, VideoArchive
 from videos.storage import media_source
 
 logger = logging.getLogger(__name__)
@@ -157,10 +159,21 @@ class ClaimedJob:
     attempt: int = 1
     resumed: bool = False
     checkpoint: dict[str, Any] | None = None  # where a resumed run starts (Progress.checkpoint)
+    # A chunk of a long archive's job (see "chunks" below): its row, what it decodes, its shared stretches.
+    chunk_id: int | None = None
+    span: tuple[float, float | None] | None = None
+    overlap: OverlapRecorder | None = None
 
 
 def _owned(archive_id: int, claim: str):
     return VideoArchive.objects.filter(pk=archive_id, job_claim=claim, job_state__in=RUNNING_STATES)
+
+
+def _owned_by(job: ClaimedJob):
+    """The row the attempt's claim is on: the archive's, or its chunk's."""
+    if job.chunk_id is None:
+        return _owned(job.archive_id, job.claim)
+    return ArchiveChunk.objects.filter(pk=job.chunk_id, claim=job.claim, state__in=RUNNING_STATES)
 
 
 def _lease_expired() -> Any:
@@ -198,6 +211,7 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
             # ever see half of them or take a re-run for a resume.
             uncluster_archive(archive_id=archive_id)
             events_purge(archive_id=archive_id)
+            ArchiveChunk.objects.filter(video_archive_id=archive_id).delete()  # the previous job's chunks
             archive.statistic = empty_statistic()
             archive.face_count = archive.body_count = archive.car_count = 0
             archive.job_checkpoint = {}
@@ -248,6 +262,8 @@ def _end_exhausted(archive: VideoArchive) -> None:
 @_survives_dropped_connections
 def job_report(job: ClaimedJob, progress: Progress) -> bool:
     """Write statistic and heartbeat; True while the job should go on (not stopped, not deleted, still ours)."""
+    if job.chunk_id is not None:
+        return _chunk_report(job, progress)
     statistic = {**empty_statistic(), **progress.as_statistic()}
     counts = event_counts(job.archive_id)
     updated = _owned(job.archive_id, job.claim).update(
@@ -276,6 +292,8 @@ def job_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[st
                progress: Progress | None = None) -> bool:
     """End the attempt (and the job); counts and `*_posted` come from the event rows, which a replay cannot
     inflate. False when the claim was lost meanwhile: then nothing is written."""
+    if job.chunk_id is not None:
+        return _chunk_finish(job, state, code, params, progress)
     counts = event_counts(job.archive_id)
     fields: dict[str, Any] = {"face_count": counts["face"], "body_count": counts["body"], "car_count": counts["car"]}
     if progress is not None:
@@ -321,15 +339,39 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
 
 
 def run_job(
-    *, archive_id: int, task_id: str, worker: str, watch: Callable[[Progress], None] | None = None
+    *, archive_id: int, task_id: str, worker: str, watch: Callable[[Progress], None] | None = None,
+    chunked: bool = True,
 ) -> JobState | None:
-    """Claim and run an attempt of the job; returns its final state, or None when it was not ours to run."""
+    """Claim and run an attempt of the job; returns its final state, or None when it was not ours to run.
+
+    With `chunked` (a Celery worker) a long source is cut into chunks for the fleet (FFV_CHUNK_SECONDS); `manage.py
+    process_video` runs the whole job itself."""
     job = job_claim(archive_id=archive_id, task_id=task_id, worker=worker)
     if job is None:
         logger.info("video archive %s task %s: nothing to do (not queued for this task)", archive_id, task_id)
         return None
     logger.info("video archive %s task %s: %s attempt %d on %s", archive_id, task_id,
                 "resuming" if job.resumed else "starting", job.attempt, worker)
+    if chunked and settings.FFV_CHUNK_SECONDS > 0 and job.source_name and _fan_out(job):
+        return JobState.IN_PROGRESS  # its chunks go on as tasks of their own
+    return _run_attempt(job, watch)
+
+
+def run_chunk(*, chunk_id: int, task_id: str, worker: str,
+              watch: Callable[[Progress], None] | None = None) -> JobState | None:
+    """Claim and run an attempt of one chunk of a long archive's job; None when it was not ours to run."""
+    job = chunk_claim(chunk_id=chunk_id, task_id=task_id, worker=worker)
+    if job is None:
+        logger.info("chunk %s task %s: nothing to do", chunk_id, task_id)
+        return None
+    assert job.span is not None
+    logger.info("video archive %s chunk %s (%.1f-%s s): %s attempt %d on %s", job.archive_id, chunk_id,
+                job.span[0], job.span[1], "resuming" if job.resumed else "starting", job.attempt, worker)
+    return _run_attempt(job, watch)
+
+
+def _run_attempt(job: ClaimedJob, watch: Callable[[Progress], None] | None) -> JobState | None:
+    archive_id, task_id = job.archive_id, job.task_id
     state = {"go_on": True}
     metrics.attempt_started(resumed=job.resumed)
     meter = metrics.JobMeter(job.checkpoint)
@@ -353,7 +395,8 @@ def run_job(
             # A local path, or a reader of the bucket's object streamed by ranged GETs (videos.storage).
             with media_source(job.source_name) as source:
                 result = run_pipeline(_pipeline_settings(job, source), on_progress=on_progress,
-                                      should_stop=lambda: not state["go_on"], on_event=on_event)
+                                      should_stop=lambda: not state["go_on"], on_event=on_event,
+                                      on_tracked=job.overlap.record if job.overlap is not None else None)
         elif job.url:
             # Fetched by the pipeline (processing.fetch), which checks every hop with the host resolved: the API
             # could only check the name as written.
@@ -372,6 +415,10 @@ def run_job(
         raise
     if result.stopped:
         final, code, params = JobState.INTERRUPTED, "", {}
+    elif job.chunk_id is not None:
+        # A chunk decodes part of the video: whether most of the video was decoded is judged over all chunks.
+        decoded = result.progress.frames_processed + result.progress.frames_dropped
+        final, code, params = (JobState.COMPLETED, "", {}) if decoded else (JobState.FAILED, "no_frames", {})
     else:
         final, code, params = _completion(result.progress)
     if not job_finish(job, final, code, params, progress=result.progress):
@@ -403,7 +450,7 @@ def _event_store(job: ClaimedJob, posted: PostedObject) -> bool | None:
             connection.ensure_connection()
             before = connection.connection
             with transaction.atomic():
-                if not _owned(job.archive_id, job.claim).select_for_update().exists():
+                if not _owned_by(job).select_for_update().exists():
                     raise _ClaimLost
                 if not event_store(archive_id=job.archive_id, camera_group_id=job.camera_group_id, posted=posted):
                     raise _NotStored
@@ -448,6 +495,7 @@ def _pipeline_settings(job: ClaimedJob, path: str | BinaryIO) -> PipelineSetting
             object_embedder=Path(settings.FFV_OBJECT_EMBEDDER_MODEL),
         ),
         resume_from=job.checkpoint,
+        span=job.span,
         max_pixels=settings.FFV_MAX_FRAME_PIXELS,
         progress_interval=settings.FFV_PROGRESS_INTERVAL,
         decode_stall_seconds=settings.FFV_DECODE_STALL_SECONDS,
@@ -474,6 +522,234 @@ def _pipeline_settings(job: ClaimedJob, path: str | BinaryIO) -> PipelineSetting
 
 
 
+# --- chunks: one long archive across many workers
+#
+# A job whose uploaded source is longer than FFV_CHUNK_SECONDS is cut at keyframes (processing.chunks) by its
+# first attempt, which writes one ArchiveChunk row per piece and sends each as a task of its own
+# (`process_chunk`), then ends. Each chunk has the job machinery of an archive: a claim token on its row, its
+# heartbeat, attempts and checkpoint; a chunk whose worker died is re-sent alone by the sweeper and resumes
+# from its own checkpoint. The archive's row stays IN_PROGRESS (the purge happened once, in the first attempt's
+# claim), its statistic summed from the chunks' at every chunk report; a stop request ends every chunk. The
+# chunk that ends last ends the job: tracks are stitched across the cuts, the archive's state is derived from
+# the chunks' (any stopped: INTERRUPTED, else any failed: FAILED, else COMPLETED), and clustering is sent once.
+
+CHUNK_ENDED = (JobState.COMPLETED, JobState.FAILED, JobState.INTERRUPTED)
+
+
+def _fan_out(job: ClaimedJob) -> bool:
+    """Cut the job's source into chunks and send them; False when it is short enough to run as one (or cannot
+    be read: the plain run reports why)."""
+    if ArchiveChunk.objects.filter(video_archive_id=job.archive_id, job_task_id=job.task_id).exists():
+        return True  # cut already (a duplicate delivery): the chunks carry on, the sweeper watches them
+    overlap = settings.FFV_CHUNK_OVERLAP_SECONDS
+    try:
+        if not default_storage.exists(job.source_name):
+            return False
+        with media_source(job.source_name) as source:
+            times, duration = keyframes(source)
+    except (MediaError, OSError) as exc:
+        logger.info("video archive %s: not cut into chunks (%s)", job.archive_id, exc)
+        return False
+    spans = plan_spans(times, duration, settings.FFV_CHUNK_SECONDS, overlap)
+    if len(spans) < 2:
+        return False
+    now = timezone.now()
+    with transaction.atomic():
+        if not _owned(job.archive_id, job.claim).select_for_update().exists():
+            return True  # stopped or taken over meanwhile: nothing to cut
+        chunks = ArchiveChunk.objects.bulk_create([
+            ArchiveChunk(video_archive_id=job.archive_id, job_task_id=job.task_id, index=span.index,
+                         start=span.start, end=span.end, task_id=uuid.uuid4().hex, queued_date=now)
+            for span in spans
+        ])
+        _owned(job.archive_id, job.claim).update(
+            job_state=JobState.IN_PROGRESS, job_heartbeat=now, source_len=round(duration or 0, 3) or None,
+            job_checkpoint={"chunks": len(spans), "chunk_overlap": overlap},
+            statistic=aggregate_statistic(chunks, duration),
+        )
+        sends = [(chunk.pk, chunk.task_id) for chunk in ArchiveChunk.objects.filter(
+            video_archive_id=job.archive_id, job_task_id=job.task_id)]
+
+        def send_all() -> None:
+            for chunk_id, task_id in sends:
+                try:
+                    broker.send_chunk(chunk_id, task_id)
+                except (BrokerError, KombuError, OSError) as exc:  # re-sent by the sweeper once found missing
+                    logger.error("video archive %s: cannot enqueue chunk %s: %s", job.archive_id, chunk_id, exc)
+
+        transaction.on_commit(send_all)
+    logger.info("video archive %s task %s: %.1f s cut into %d chunks at keyframes %s", job.archive_id,
+                job.task_id, duration or 0, len(spans), [round(span.start, 2) for span in spans])
+    return True
+
+
+def chunk_claim(*, chunk_id: int, task_id: str, worker: str) -> ClaimedJob | None:
+    """Start an attempt of one chunk (as job_claim does for an archive); None when it is not ours to run."""
+    peek = ArchiveChunk.objects.filter(pk=chunk_id, task_id=task_id).values("video_archive_id").first()
+    if peek is None:
+        return None
+    claim = uuid.uuid4().hex
+    now = timezone.now()
+    with transaction.atomic():
+        # The archive's row first, then the chunk's: the order every chunk write takes them in.
+        archive = VideoArchive.objects.select_for_update().filter(pk=peek["video_archive_id"]).first()
+        chunk = ArchiveChunk.objects.select_for_update().filter(pk=chunk_id, task_id=task_id).first()
+        if archive is None or chunk is None or chunk.job_task_id != archive.job_task_id:
+            return None
+        if archive.job_state not in RUNNING_STATES:
+            return None
+        claimable = chunk.state == JobState.QUEUED or (
+            chunk.state in RUNNING_STATES and (chunk.heartbeat is None or chunk.heartbeat < _lease_expired()))
+        if not claimable:
+            return None
+        if archive.stop_requested:
+            ArchiveChunk.objects.filter(pk=chunk.pk).update(state=JobState.INTERRUPTED, claim="", finish_date=now)
+            _settle_chunked(archive)
+            return None
+        if chunk.starts >= settings.FFV_JOB_MAX_ATTEMPTS:
+            ArchiveChunk.objects.filter(pk=chunk.pk).update(
+                state=JobState.FAILED, claim="", finish_date=now, msg_code="attempts_exhausted",
+                msg_params={"attempts": chunk.starts})
+            _settle_chunked(archive)
+            return None
+        chunk.state, chunk.claim, chunk.starts = JobState.STARTING, claim, chunk.starts + 1
+        chunk.worker, chunk.heartbeat = worker[:256], now
+        chunk.save(update_fields=["state", "claim", "starts", "worker", "heartbeat"])
+    overlap = float((archive.job_checkpoint or {}).get("chunk_overlap") or settings.FFV_CHUNK_OVERLAP_SECONDS)
+    span = Span(chunk.index, chunk.start, chunk.end)
+    # Without a checkpoint of its own the chunk starts at its first frame with its own track numbering.
+    resume = (chunk.checkpoint or {}).get("resume") or {
+        "next_track_ids": {kind: first_track_id(chunk.index) for kind in OBJECT_KINDS},
+        "progress": {"processed_duration": chunk.start},  # (for the metrics: its seconds start there)
+    }
+    return ClaimedJob(
+        archive_id=archive.pk, task_id=archive.job_task_id, claim=claim, camera_group_id=archive.camera_group_id,
+        source_name=archive.source_file.name, url=archive.url, stream_settings=archive.stream_settings,
+        stream_settings_version=archive.stream_settings_version, attempt=chunk.starts, resumed=chunk.starts > 1,
+        checkpoint=resume, chunk_id=chunk.pk, span=(span.start, span.decode_end(overlap)),
+        overlap=OverlapRecorder(span.windows(overlap), chunk.overlap),
+    )
+
+
+def _chunk_fields(job: ClaimedJob, progress: Progress | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"overlap": job.overlap.tracks if job.overlap is not None else {}}
+    if progress is not None:
+        fields["statistic"] = {**empty_statistic(), **progress.as_statistic()}
+        fields["checkpoint"] = {"last_stream_timestamp": progress.last_stream_timestamp,
+                                "frames_processed": progress.frames_processed, "resume": progress.checkpoint}
+    return fields
+
+
+@_survives_dropped_connections
+def _chunk_report(job: ClaimedJob, progress: Progress) -> bool:
+    with transaction.atomic():
+        archive = VideoArchive.objects.select_for_update().filter(pk=job.archive_id).first()
+        updated = archive is not None and _owned_by(job).update(
+            state=JobState.IN_PROGRESS, heartbeat=timezone.now(), **_chunk_fields(job, progress))
+        if not updated:
+            logger.warning("video archive %s chunk %s: claim %s lost (stopped, deleted or taken over); stopping",
+                           job.archive_id, job.chunk_id, job.claim)
+            return False
+        assert archive is not None
+        _settle_chunked(archive)
+        return not archive.stop_requested
+
+
+@_survives_dropped_connections
+def _chunk_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[str, Any] | None = None,
+                  progress: Progress | None = None) -> bool:
+    with transaction.atomic():
+        archive = VideoArchive.objects.select_for_update().filter(pk=job.archive_id).first()
+        finished = archive is not None and _owned_by(job).update(
+            state=state, claim="", msg_code=code, msg_params=safe_params(params), finish_date=timezone.now(),
+            **_chunk_fields(job, progress))
+        if not finished:
+            return False
+        assert archive is not None
+        _settle_chunked(archive)
+    return True
+
+
+def _settle_chunked(archive: VideoArchive) -> None:
+    """The archive's statistic from its chunks' (its row locked by the caller); when every chunk has ended, the
+    end of the job: stitching, the archive's final state, clustering."""
+    now = timezone.now()
+    chunks_of_job = ArchiveChunk.objects.filter(video_archive_id=archive.pk, job_task_id=archive.job_task_id)
+    if archive.stop_requested:  # chunks still waiting in line end at once
+        chunks_of_job.filter(state=JobState.QUEUED).update(state=JobState.INTERRUPTED, finish_date=now)
+    chunks = list(chunks_of_job.order_by("index"))
+    statistic = aggregate_statistic(chunks, archive.source_len)
+    counts = event_counts(archive.pk)
+    current = VideoArchive.objects.filter(pk=archive.pk, job_task_id=archive.job_task_id,
+                                          job_state__in=RUNNING_STATES)
+    if any(chunk.state not in CHUNK_ENDED for chunk in chunks):
+        current.update(job_state=JobState.IN_PROGRESS, job_heartbeat=now, statistic=statistic,
+                       face_count=counts["face"], body_count=counts["body"], car_count=counts["car"])
+        return
+    overlap = float((archive.job_checkpoint or {}).get("chunk_overlap") or settings.FFV_CHUNK_OVERLAP_SECONDS)
+    stitch_events(archive_id=archive.pk, chunks=chunks, overlap=overlap)
+    counts = event_counts(archive.pk)
+    for kind, count in counts.items():
+        statistic[f"{KIND_PLURALS[kind]}_posted"] = count
+        statistic["objects"][kind]["posted"] = count
+    states = {chunk.state for chunk in chunks}
+    failed = next((chunk for chunk in chunks if chunk.state == JobState.FAILED), None)
+    code, params = "", {}
+    if JobState.INTERRUPTED in states:
+        final = JobState.INTERRUPTED
+    elif failed is not None:
+        final, code, params = JobState.FAILED, failed.msg_code, {**failed.msg_params}
+    else:
+        final = JobState.COMPLETED
+        if statistic["frames_processed"] + statistic["frames_dropped"] == 0:
+            final, code = JobState.FAILED, "no_frames"
+    ended = current.update(
+        job_state=final, job_msg_code=code, job_msg_params=safe_params(params), job_claim="",
+        processing_finish_date=now, stop_requested=False, statistic=statistic, job_heartbeat=now,
+        face_count=counts["face"], body_count=counts["body"], car_count=counts["car"],
+    )
+    if ended:
+        logger.info("video archive %s task %s: %d chunks ended; the job %s", archive.pk, archive.job_task_id,
+                    len(chunks), final.value)
+        transaction.on_commit(lambda: metrics.job_ended(final, code))
+        transaction.on_commit(lambda: enqueue_clustering(archive.pk))
+
+
+def _sweep_chunks(now: Any, stale: Any) -> list[int]:
+    """Chunks whose worker died go back in line alone (the other chunks are left running); queued chunks whose
+    message the broker lost are sent again. Returns the chunks re-sent."""
+    resent: list[int] = []
+    dead = ArchiveChunk.objects.filter(state__in=RUNNING_STATES, heartbeat__lt=stale)
+    for chunk_id, archive_id, task_id, claim, starts in dead.values_list(
+        "pk", "video_archive_id", "task_id", "claim", "starts"
+    ):
+        if starts >= settings.FFV_JOB_MAX_ATTEMPTS:
+            with transaction.atomic():
+                archive = VideoArchive.objects.select_for_update().filter(pk=archive_id).first()
+                if archive is not None and ArchiveChunk.objects.filter(pk=chunk_id, claim=claim).update(
+                        state=JobState.FAILED, claim="", finish_date=now, msg_code="attempts_exhausted",
+                        msg_params={"attempts": starts}):
+                    _settle_chunked(archive)
+            continue
+        if ArchiveChunk.objects.filter(pk=chunk_id, claim=claim, state__in=RUNNING_STATES,
+                                       heartbeat__lt=stale).update(state=JobState.QUEUED, claim="", queued_date=now):
+            logger.warning("video archive %s chunk %s: worker gone; chunk re-sent", archive_id, chunk_id)
+            broker.send_chunk(chunk_id, task_id)
+            resent.append(chunk_id)
+    long_queued = now - timedelta(seconds=settings.FFV_QUEUE_STALE_SECONDS)
+    for chunk_id, task_id in ArchiveChunk.objects.filter(state=JobState.QUEUED, queued_date__lt=long_queued
+                                                         ).values_list("pk", "task_id"):
+        try:
+            held = broker.broker_holds(task_id, settings.FFV_PROCESSING_QUEUE)
+        except (BrokerError, KombuError, OSError) as exc:
+            logger.warning("sweep: cannot ask the broker about chunk task %s: %s", task_id, exc)
+            break
+        if held is False and ArchiveChunk.objects.filter(pk=chunk_id, state=JobState.QUEUED).update(queued_date=now):
+            broker.send_chunk(chunk_id, task_id)
+            resent.append(chunk_id)
+    return resent
+
+
 def jobs_sweep(*, enqueue: Callable[[int, str], None] = broker.send_processing,
                holds: Callable[[str, str], bool | None] = broker.broker_holds) -> list[int]:
     """Re-send jobs whose message went missing; returns the archives re-sent.
@@ -488,7 +764,9 @@ def jobs_sweep(*, enqueue: Callable[[int, str], None] = broker.send_processing,
     now = timezone.now()
     stale = _lease_expired()
     resent: list[int] = []
-    dead = VideoArchive.objects.filter(job_state__in=RUNNING_STATES, job_heartbeat__lt=stale)
+    # A job cut into chunks is watched chunk by chunk (_sweep_chunks), never re-sent whole.
+    dead = VideoArchive.objects.filter(job_state__in=RUNNING_STATES, job_heartbeat__lt=stale).exclude(
+        job_checkpoint__has_key="chunks")
     for archive_id, task_id, state, claim, starts in dead.values_list(
         "pk", "job_task_id", "job_state", "job_claim", "job_starts"
     ):
@@ -506,6 +784,7 @@ def jobs_sweep(*, enqueue: Callable[[int, str], None] = broker.send_processing,
                            archive_id, task_id, settings.FFV_JOB_LEASE_SECONDS)
             enqueue(archive_id, task_id)
             resent.append(archive_id)
+    _sweep_chunks(now, stale)
     long_queued = now - timedelta(seconds=settings.FFV_QUEUE_STALE_SECONDS)
     waiting = VideoArchive.objects.filter(job_state=JobState.QUEUED, queued_date__lt=long_queued)
     for archive_id, task_id in waiting.values_list("pk", "job_task_id"):

@@ -155,6 +155,44 @@ class VideoArchive(models.Model):
         return self.job_state == JobState.COMPLETED
 
 
+class ArchiveChunk(models.Model):
+    """One time chunk of a long archive's job (FFV_CHUNK_SECONDS), run as a task of its own (videos.chunks).
+
+    It has the job fields of an archive (claim, attempts, heartbeat, checkpoint, state); the archive's state is
+    derived from its chunks'. `overlap` holds the tracked boxes of the stretches shared with the neighbouring
+    chunks, which stitching compares (processing.chunks).
+    """
+
+    video_archive = models.ForeignKey(VideoArchive, on_delete=models.CASCADE, related_name="chunks")
+    job_task_id = models.CharField(max_length=64)  # the archive's job this chunk belongs to
+    index = models.PositiveIntegerField()
+    start = models.FloatField()  # seconds; a keyframe
+    end = models.FloatField(null=True, blank=True)  # where the next chunk starts; null: the end of the video
+    task_id = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
+    claim = models.CharField(max_length=64, blank=True, default="")
+    starts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=256, blank=True, default="")
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    queued_date = models.DateTimeField(null=True, blank=True)
+    finish_date = models.DateTimeField(null=True, blank=True)
+    msg_code = models.CharField(max_length=64, blank=True, default="")
+    msg_params = models.JSONField(default=dict, blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    statistic = models.JSONField(default=dict, blank=True)
+    overlap = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["video_archive", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["video_archive", "job_task_id", "index"], name="chunk_once_per_job"),
+        ]
+        indexes = [models.Index(fields=["state", "heartbeat"], name="chunk_lease_idx")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of video archive {self.video_archive_id}"
+
+
 class AuthToken(models.Model):
     """An API token with an expiry; `POST /auth/logout/` and a change of the user's password revoke it.
 

@@ -23,6 +23,13 @@ def process_archive(self, archive_id: int) -> None:
                  worker=f"{self.request.hostname or ''} pid {os.getpid()}")
 
 
+@shared_task(name="videos.process_chunk", bind=True, acks_late=True, reject_on_worker_lost=True)
+def process_chunk(self, chunk_id: int) -> None:
+    """One time chunk of a long archive (videos.chunks), claimed like a job."""
+    jobs.run_chunk(chunk_id=chunk_id, task_id=self.request.id,
+                   worker=f"{self.request.hostname or ''} pid {os.getpid()}")
+
+
 @shared_task(name="videos.sweep_jobs", acks_late=False, ignore_result=True)
 def sweep_jobs() -> list[int]:
     """Periodic (celery beat): re-send jobs whose worker died or whose message was lost."""

@@ -18,7 +18,7 @@ from processing.pipeline.errors import PipelineError, out_of_memory
 from processing.pipeline.progress import PipelineResult, Progress, ProgressReporter
 from processing.pipeline.sampler import FrameSampler
 from processing.pipeline.source import FrameSource, buffer_depth
-from processing.pipeline.tracking import Tracking, load_embedders
+from processing.pipeline.tracking import OnTracked, Tracking, load_embedders
 from processing.posting import PostedObject
 
 
@@ -28,6 +28,7 @@ def run_pipeline(
     on_progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
     on_event: Callable[[PostedObject], bool],
+    on_tracked: OnTracked | None = None,
 ) -> PipelineResult:
     """Process the source; `on_event` stores one posted object and says whether that worked.
 
@@ -64,6 +65,7 @@ def run_pipeline(
                 if first is not None:
                     tracking = Tracking(settings, progress, fps=stats.fps or 25.0, embedders=embedders,
                                         on_event=on_event, resume=resume)
+                    tracking.on_tracked = on_tracked
                     reporter.counts = tracking
                     stopped = _run_frames(_chain(first, frames), sampler, detection, tracking, reporter)
             except CropOutsideFrame as exc:

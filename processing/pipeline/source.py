@@ -152,6 +152,8 @@ def _frames(settings: PipelineSettings, path: str | Path | BinaryIO, stats: Deco
         options=settings.ffmpeg_options,
         format_name=settings.ffmpeg_format or None,
         first_index=first_index,
+        start_time=settings.span[0] if settings.span else 0.0,
+        end_time=settings.span[1] if settings.span else None,
     )
 
 

@@ -30,6 +30,9 @@ from processing.pipeline.sampler import detect_gap_frames
 from processing.posting import PostedObject, TrackPoster
 from processing.trackers import CheckpointState, available_trackers, create_tracker
 
+# (kind, frame index, timestamp, track ids, their boxes in the analysed frame)
+OnTracked = Callable[[str, int, float, list[int], np.ndarray], None]
+
 # Posted objects smaller than this (larger box side, pixels) get no embedding.
 MIN_EMBEDDED_SIDE = 24
 
@@ -59,6 +62,7 @@ class KindTracker:
         self.embedder = embedder
         self.poster = TrackPoster(config, embed=None if embedder is None else self._embed_one)
         self.config = config
+        self.last_tracked: Detections | None = None  # this kind's tracked boxes of the last frame
 
     def track(self, detected: DetectedFrame) -> list[PostedObject]:
         """Track this kind's detections of one frame; returns its posts (realtime ones, then ended tracks')."""
@@ -70,6 +74,7 @@ class KindTracker:
             assert self.embedder is not None
             detections = detections.with_data(embedding=self.embedder.embed(image, detections.xyxy))
         tracked = self.tracker.update(detections, frame.index)
+        self.last_tracked = tracked
         quality = object_quality(tracked, image.shape)
         posts = self.poster.observe(tracked, quality, frame_index=frame.index, timestamp=frame.timestamp,
                                     image=image, full_image=sampled.full, offset=sampled.offset)
@@ -98,6 +103,8 @@ class Tracking:
         self.settings = settings
         self.progress = progress
         self.on_event = on_event
+        # Sees every kind's tracked boxes of each analysed frame (a chunk records its shared windows with it).
+        self.on_tracked: OnTracked | None = None
         stride = detect_gap_frames(settings, fps)
         self.kinds = {kind: KindTracker(config, fps, stride, embedders.get(kind))
                       for kind, config in settings.detectors.items()}
@@ -109,8 +116,12 @@ class Tracking:
     def conclude(self, detected: DetectedFrame) -> None:
         """Track and post one detected frame; a frame after which nothing is open becomes the checkpoint."""
         sampled = detected.sampled
-        for kind_tracker in self.kinds.values():
+        for kind, kind_tracker in self.kinds.items():
             self._post(kind_tracker.track(detected), sampled.stream_offset)
+            tracked = kind_tracker.last_tracked
+            if self.on_tracked is not None and tracked is not None and tracked.tracker_id is not None:
+                self.on_tracked(kind, sampled.frame.index, sampled.frame.timestamp, tracked.tracker_id.tolist(),
+                                tracked.xyxy)
         if all(kind_tracker.quiet for kind_tracker in self.kinds.values()):
             trackers: dict[str, CheckpointState] = {kind: kt.tracker.checkpoint() for kind, kt in self.kinds.items()}
             counters = self.progress.counters()

@@ -57,7 +57,7 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         final = run_job(archive_id=archive_id, task_id=task_id, worker=f"manage.py@{socket.gethostname()}",
-                        watch=watch)
+                        watch=watch, chunked=False)  # (the fleet cuts long archives, not this command)
         archive.refresh_from_db()
         message = render_job_message(archive.job_msg_code, archive.job_msg_params)
         self.stdout.write("")

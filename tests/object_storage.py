@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import requires
+from tests.conftest import process_end, requires
 
 ACCESS_KEY, SECRET_KEY, REGION = "test-access-key", "test-secret-key", "us-east-1"
 
@@ -51,12 +51,7 @@ def moto_endpoint(tmp_path_factory) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        process_end(process, timeout=20)
 
 
 def s3_client(endpoint: str):

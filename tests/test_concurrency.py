@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.conftest import ROOT, make_video, requires, wait_for
+from tests.conftest import ROOT, make_video, process_end, requires, wait_for
 
 CLIENTS = 50
 ARCHIVES_PER_CLIENT = 2
@@ -124,12 +124,7 @@ def serve(server_env: dict[str, str], tmp_path: Path, **settings: str) -> Iterat
         assert wait_for(listening, timeout=60) and process.poll() is None, server.log()
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        process_end(process, timeout=40)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, process_end, wait_for
 from tests.errors import assert_error
 from tests.test_concurrency import free_port
 from videos.models import AuthToken, LoginThrottle
@@ -358,12 +358,7 @@ def gunicorn_server(env: dict[str, str], log_path: Path) -> Iterator[int]:
         assert wait_for(listening, timeout=60) and process.poll() is None, log_path.read_text(errors="replace")
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        process_end(process, timeout=20)
 
 
 def http_login(port: int, username: str, password: str) -> tuple[int, dict[str, str]]:

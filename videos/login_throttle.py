@@ -147,13 +147,12 @@ def login_attempt_begin(*, username: str, address: str) -> LoginAttempt:
     # Counts whose window is over are of no use; this keeps the table as small as one window's attempts.
     LoginThrottle.objects.filter(window_start__lte=window_open).delete()
     # Counted before hashing, so concurrent guesses cannot all pass the check above before any of them failed.
-    waits = []
+    # The address first, and a guess past its limit stops there: however many guesses of one address arrive at
+    # once, they add at most the address's limit to a user's count, so one address cannot lock a user out.
     for key, limit in limits.items():
         failures, window_start = _count_failure(key, now)
         if failures > limit:
-            waits.append(window_start + _window() - now)
-    if waits:
-        raise _throttled(max(waits))
+            raise _throttled(window_start + _window() - now)
     return attempt
 
 

@@ -276,6 +276,10 @@ def test_concurrent_guesses_cannot_overrun_the_limit(transactional_db, settings)
         statuses = sorted(pool.map(guess, range(guesses)))
 
     assert statuses == [401] * ADDRESS_LIMIT + [429] * (guesses - ADDRESS_LIMIT)
+    # ...and the guesses past the address's limit did not count against the user: one address cannot lock it out.
+    from videos.login_throttle import _username_key
+
+    assert LoginThrottle.objects.get(key=_username_key("operator")).failures == ADDRESS_LIMIT
 
 
 # --- the admin's login page

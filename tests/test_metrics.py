@@ -93,6 +93,17 @@ def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(anon_api, settings,
     assert response.content.decode().rstrip().endswith("# EOF")
 
 
+@pytest.mark.parametrize("accept", ["application/openmetrics-text; version=abc",
+                                    'application/openmetrics-text; version=2.0.0 "x', "text/plain; version=\u0000"])
+def test_a_malformed_accept_gets_metrics_never_a_500_nor_its_own_text_back(anon_api, settings, db, accept):
+    settings.FFV_METRICS_ALLOWED_IPS = LOOPBACK
+    response = anon_api.get("/metrics", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"] in ("application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                        "text/plain; version=0.0.4; charset=utf-8")
+    assert b"ffv_metrics_source_up" in response.content
+
+
 def test_others_are_refused_in_the_error_envelope_and_staff_tokens_let_in(anon_api, settings, db, viewer):
     settings.FFV_METRICS_ALLOWED_IPS = [ip_network("10.0.0.0/8")]
 

@@ -64,7 +64,10 @@ class MetricsView(APIView):
     content_negotiation_class = IgnoreAccept
 
     def get(self, request) -> HttpResponse:
-        encoder, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
+        # Only the media type is passed on: prometheus-client raises on a malformed version parameter and echoes
+        # a well-formed one into Content-Type.
+        openmetrics = "application/openmetrics-text" in request.META.get("HTTP_ACCEPT", "").lower()
+        encoder, content_type = choose_encoder("application/openmetrics-text" if openmetrics else "")
         try:
             body = encoder(scrape_registry())
         except (OSError, ValueError) as exc:  # a damaged file in the multiprocess folder

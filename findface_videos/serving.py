@@ -157,14 +157,19 @@ class RequestBody(io.RawIOBase):
         self.complete = not expected  # the whole body has arrived (or there was none)
         self.disconnected = False
 
-    async def fill(self, limit: int) -> None:
-        """In the loop: buffer the body until it is complete or `limit` bytes are held."""
+    async def fill(self, limit: int, within: float) -> None:
+        """In the loop: buffer the body until it is complete or `limit` bytes are held, all of it in `within`
+        seconds (BodyTimeout otherwise)."""
+        deadline = self._loop.time() + within
         while not self.complete and not self.disconnected and len(self._buffer) < limit:
-            self._buffer += await self._next_chunk()
+            self._buffer += await self._next_chunk(deadline)
 
-    async def _next_chunk(self) -> bytes:
+    async def _next_chunk(self, deadline: float | None = None) -> bytes:
+        timeout = self._timeout if deadline is None else min(self._timeout, deadline - self._loop.time())
         try:
-            message = await asyncio.wait_for(self._receive(), self._timeout)
+            if timeout <= 0:
+                raise TimeoutError
+            message = await asyncio.wait_for(self._receive(), timeout)
         except TimeoutError:
             self.disconnected = True  # nothing more is read from this client
             raise BodyTimeout(f"no byte of the request body for {self._timeout:g} s") from None
@@ -277,7 +282,9 @@ class WSGIBridge:
         body = RequestBody(loop, receive, expected, self.settings.body_timeout)
         if length is not None and 0 < length <= self.settings.body_buffer:
             try:
-                await body.fill(length)
+                # Each byte within the body timeout, and the whole buffered part within it too: a client trickling
+                # a byte at a time cannot hold this memory for ever before it is even authenticated.
+                await body.fill(length, within=self.settings.body_timeout)
             except BodyTimeout:
                 await _timeout_answer(send)
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -104,6 +105,20 @@ def test_a_stalled_small_body_never_reaches_django_and_gets_a_408_in_the_error_f
     assert status == 408 and headers_out[b"connection"] == b"close"
     assert json.loads(body) == {"code": "BAD_PARAM", "desc": "The request body stopped arriving; send it again.",
                                 "param": "", "traceback": ""}
+
+
+def test_a_small_body_trickled_within_each_timeout_still_gets_a_408_at_the_overall_deadline():
+    def app(environ, start_response):
+        raise AssertionError("a request whose body never completed reached Django")
+
+    async def trickle() -> dict:
+        await asyncio.sleep(SETTINGS.body_timeout / 3)  # each byte well within the per-byte timeout
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    started = time.monotonic()
+    status, headers_out, _ = answer(run(app, scope("POST", headers=[(b"content-length", b"900")]), trickle))
+    assert status == 408 and headers_out[b"connection"] == b"close"
+    assert time.monotonic() - started < 3 * SETTINGS.body_timeout
 
 
 def test_a_big_body_is_read_by_the_view_as_it_goes_line_by_line_or_in_blocks():

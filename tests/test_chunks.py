@@ -227,3 +227,17 @@ def test_a_track_crossing_a_cut_keeps_one_event_per_policy(api, default_group, t
     ])
     assert all(e.detector_params["track_id"] == e.track_id for e in events)
     assert api.get(f"/videos/{archive_id}/").json()["body_count"] == 6
+
+
+def test_an_attempt_resuming_a_job_that_ran_uncut_is_not_cut(api, default_group, tmp_path, chunked, settings):
+    archive_id = _long_archive(api, default_group, tmp_path)
+    task_id = jobs.job_queue(archive_id=archive_id, send=None)
+    # The first attempt ran uncut (chunking was off then) and its worker died; chunking is on by the retry.
+    settings.FFV_CHUNK_SECONDS = 0
+    assert jobs.job_claim(archive_id=archive_id, task_id=task_id, worker="died") is not None
+    VideoArchive.objects.filter(pk=archive_id).update(job_heartbeat=None)
+    settings.FFV_CHUNK_SECONDS = 6.0
+
+    assert jobs.run_job(archive_id=archive_id, task_id=task_id, worker="w") == JobState.COMPLETED
+    assert not ArchiveChunk.objects.filter(video_archive_id=archive_id).exists() and not chunked[:-1]
+    assert api.get(f"/videos/{archive_id}/").json()["health_status"]["statistic"]["frames_processed"] == 500

@@ -541,14 +541,16 @@ def _fan_out(job: ClaimedJob) -> bool:
     be read: the plain run reports why)."""
     if ArchiveChunk.objects.filter(video_archive_id=job.archive_id, job_task_id=job.task_id).exists():
         return True  # cut already (a duplicate delivery): the chunks carry on, the sweeper watches them
+    if job.resumed:
+        return False  # an attempt of a job that ran uncut goes on from its checkpoint, uncut
     overlap = settings.FFV_CHUNK_OVERLAP_SECONDS
     try:
         if not default_storage.exists(job.source_name):
             return False
         with media_source(job.source_name) as source:
             times, duration = keyframes(source)
-    except (MediaError, OSError) as exc:
-        logger.info("video archive %s: not cut into chunks (%s)", job.archive_id, exc)
+    except Exception as exc:  # a damaged packet, a storage error...: the plain run decodes what it can, or says why
+        logger.info("video archive %s: not cut into chunks (%r)", job.archive_id, exc)
         return False
     spans = plan_spans(times, duration, settings.FFV_CHUNK_SECONDS, overlap)
     if len(spans) < 2:

@@ -532,6 +532,8 @@ def _pipeline_settings(job: ClaimedJob, path: str | BinaryIO) -> PipelineSetting
 # claim), its statistic summed from the chunks' at every chunk report; a stop request ends every chunk. The
 # chunk that ends last ends the job: tracks are stitched across the cuts, the archive's state is derived from
 # the chunks' (any stopped: INTERRUPTED, else any failed: FAILED, else COMPLETED), and clustering is sent once.
+# Chunk paths lock the archive's row FOR NO KEY UPDATE: it serializes them with each other, and does not block
+# the FOR KEY SHARE an event insert takes on its archive through the foreign key (other chunks' events).
 
 CHUNK_ENDED = (JobState.COMPLETED, JobState.FAILED, JobState.INTERRUPTED)
 
@@ -594,7 +596,7 @@ def chunk_claim(*, chunk_id: int, task_id: str, worker: str) -> ClaimedJob | Non
     now = timezone.now()
     with transaction.atomic():
         # The archive's row first, then the chunk's: the order every chunk write takes them in.
-        archive = VideoArchive.objects.select_for_update().filter(pk=peek["video_archive_id"]).first()
+        archive = VideoArchive.objects.select_for_update(no_key=True).filter(pk=peek["video_archive_id"]).first()
         chunk = ArchiveChunk.objects.select_for_update().filter(pk=chunk_id, task_id=task_id).first()
         if archive is None or chunk is None or chunk.job_task_id != archive.job_task_id:
             return None
@@ -645,7 +647,7 @@ def _chunk_fields(job: ClaimedJob, progress: Progress | None) -> dict[str, Any]:
 @_survives_dropped_connections
 def _chunk_report(job: ClaimedJob, progress: Progress) -> bool:
     with transaction.atomic():
-        archive = VideoArchive.objects.select_for_update().filter(pk=job.archive_id).first()
+        archive = VideoArchive.objects.select_for_update(no_key=True).filter(pk=job.archive_id).first()
         updated = archive is not None and _owned_by(job).update(
             state=JobState.IN_PROGRESS, heartbeat=timezone.now(), **_chunk_fields(job, progress))
         if not updated:
@@ -661,7 +663,7 @@ def _chunk_report(job: ClaimedJob, progress: Progress) -> bool:
 def _chunk_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[str, Any] | None = None,
                   progress: Progress | None = None) -> bool:
     with transaction.atomic():
-        archive = VideoArchive.objects.select_for_update().filter(pk=job.archive_id).first()
+        archive = VideoArchive.objects.select_for_update(no_key=True).filter(pk=job.archive_id).first()
         finished = archive is not None and _owned_by(job).update(
             state=state, claim="", msg_code=code, msg_params=safe_params(params), finish_date=timezone.now(),
             **_chunk_fields(job, progress))
@@ -727,7 +729,7 @@ def _sweep_chunks(now: Any, stale: Any) -> list[int]:
     ):
         if starts >= settings.FFV_JOB_MAX_ATTEMPTS:
             with transaction.atomic():
-                archive = VideoArchive.objects.select_for_update().filter(pk=archive_id).first()
+                archive = VideoArchive.objects.select_for_update(no_key=True).filter(pk=archive_id).first()
                 if archive is not None and ArchiveChunk.objects.filter(pk=chunk_id, claim=claim).update(
                         state=JobState.FAILED, claim="", finish_date=now, msg_code="attempts_exhausted",
                         msg_params={"attempts": starts}):

@@ -274,3 +274,21 @@ def test_queries_per_archive_page_do_not_grow_with_queued_rows(api, default_grou
     many_queries, many = queries(api, "/videos/?limit=1000")
     assert len(many["results"]) == 33 and many_queries == few_queries
     assert {row["health_status"]["status"] for row in many["results"]} == {"AWAITING"}
+
+
+def test_fast_representation_leaves_out_a_field_drf_skips():
+    from types import SimpleNamespace
+
+    from rest_framework import serializers
+
+    from videos.serializers.fields import FastRepresentationMixin
+
+    class Plain(serializers.Serializer):
+        name = serializers.CharField()
+        note = serializers.CharField(required=False)  # absent on the object: DRF leaves the key out
+
+    class Fast(FastRepresentationMixin, Plain):
+        pass
+
+    row = SimpleNamespace(name="a")
+    assert Fast(row).data == Plain(row).data == {"name": "a"}

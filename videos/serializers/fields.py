@@ -191,7 +191,10 @@ class FastRepresentationMixin:
             self.__dict__["_representation_plan"] = plan
         result: dict[str, Any] = {}
         for name, getter, convert in plan:
-            value = getter(instance)
+            try:
+                value = getter(instance)
+            except serializers.SkipField:  # as DRF does: the key is left out
+                continue
             if value is None or convert is None:
                 result[name] = value
             else:

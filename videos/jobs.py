@@ -738,8 +738,8 @@ def _sweep_chunks(now: Any, stale: Any) -> list[int]:
         if ArchiveChunk.objects.filter(pk=chunk_id, claim=claim, state__in=RUNNING_STATES,
                                        heartbeat__lt=stale).update(state=JobState.QUEUED, claim="", queued_date=now):
             logger.warning("video archive %s chunk %s: worker gone; chunk re-sent", archive_id, chunk_id)
-            broker.send_chunk(chunk_id, task_id)
-            resent.append(chunk_id)
+            if _send_chunk_again(chunk_id, task_id):
+                resent.append(chunk_id)
     long_queued = now - timedelta(seconds=settings.FFV_QUEUE_STALE_SECONDS)
     for chunk_id, task_id in ArchiveChunk.objects.filter(state=JobState.QUEUED, queued_date__lt=long_queued
                                                          ).values_list("pk", "task_id"):
@@ -749,9 +749,20 @@ def _sweep_chunks(now: Any, stale: Any) -> list[int]:
             logger.warning("sweep: cannot ask the broker about chunk task %s: %s", task_id, exc)
             break
         if held is False and ArchiveChunk.objects.filter(pk=chunk_id, state=JobState.QUEUED).update(queued_date=now):
-            broker.send_chunk(chunk_id, task_id)
-            resent.append(chunk_id)
+            if _send_chunk_again(chunk_id, task_id):
+                resent.append(chunk_id)
     return resent
+
+
+def _send_chunk_again(chunk_id: int, task_id: str) -> bool:
+    """Send a queued chunk's message; a broker that cannot take it now leaves the chunk queued, and a later
+    sweep's long-queued pass sends it (the rest of this sweep goes on)."""
+    try:
+        broker.send_chunk(chunk_id, task_id)
+    except (BrokerError, KombuError, OSError) as exc:
+        logger.warning("sweep: cannot re-send chunk %s (task %s): %s", chunk_id, task_id, exc)
+        return False
+    return True
 
 
 def jobs_sweep(*, enqueue: Callable[[int, str], None] = broker.send_processing,

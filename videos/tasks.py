@@ -39,8 +39,11 @@ def sweep_jobs() -> list[int]:
     except (OperationalError, InterfaceError):
         logger.exception("clustering sweep failed")
     # Housekeeping: upload temporaries of killed web workers (on this host), expired /detect/ results.
-    cleanup.upload_temps_sweep()
-    cleanup.worker_copies_sweep()
+    try:
+        cleanup.upload_temps_sweep()
+        cleanup.worker_copies_sweep()
+    except Exception:  # housekeeping never stops the sweeper
+        logger.exception("temporary files sweep failed")
     try:
         cleanup.detections_expire()
     except (OperationalError, InterfaceError):
@@ -62,4 +65,7 @@ def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
         jobs.jobs_sweep()
     except Exception:
         logger.exception("job sweep at worker start failed")
-    cleanup.worker_copies_sweep()  # this host's folders, which the beat's host may not see
+    try:
+        cleanup.worker_copies_sweep()  # this host's folders, which the beat's host may not see
+    except Exception:
+        logger.exception("source copies sweep at worker start failed")

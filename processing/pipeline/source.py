@@ -56,13 +56,17 @@ class FrameSource:
     @classmethod
     def open(cls, settings: PipelineSettings, stats: DecodeStats, *, first_index: int) -> FrameSource:
         stop = threading.Event()
+        # The decoder thread starts in the constructor and may receive data before it returns: until then there
+        # is nothing to touch (the watchdog's clock starts at construction anyway).
+        opened: list[FrameSource] = []
         if is_remote(settings.source):
             frames = _fetched_frames(settings, stats, first_index=first_index, should_stop=stop.is_set,
-                                     on_data=lambda: source.touch())
+                                     on_data=lambda: opened[0].touch() if opened else None)
         else:
             frames = _frames(settings, settings.source, stats, first_index=first_index)
         poll = min(max(settings.progress_interval, 0.05), MAX_POLL)
         source = cls(frames, stats, stall_seconds=settings.decode_stall_seconds, poll=poll, stop=stop)
+        opened.append(source)
         return source
 
     def touch(self) -> None:

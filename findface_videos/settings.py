@@ -314,10 +314,11 @@ for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
 # Model files, written once by `manage.py prepare_models` (./dev setup runs it); nothing is downloaded at run time.
 FFV_MODELS_DIR = Path(env_str("FFV_MODELS_DIR", "") or VAR_DIR / "models")
 FFV_FACE_MODEL = Path(env_str("FFV_FACE_MODEL", "") or FFV_MODELS_DIR / "retinaface_mnet025.onnx")
-# Which prepared YOLOv8n runs: `fp32`, or `int8` (yolov8n_int8.onnx, static int8 quantisation made once by
-# `manage.py prepare_models --int8`; fast on CPUs with VNNI, bench/RESULTS.md session 9).  FFV_OBJECT_MODEL, when
-# set, names the file itself (an operator's own ONNX) and this setting is not used.
-FFV_OBJECT_PRECISION = env_choice("FFV_OBJECT_PRECISION", "fp32", {"fp32", "int8"})
+# Which prepared YOLOv8n runs: `int8` (yolov8n_int8.onnx, the static int8 quantisation made once by
+# `manage.py prepare_models --int8`: 1.8-2x the float model's speed in the pipeline on a CPU with VNNI, every track
+# of >= 1 s kept, bench/RESULTS.md session 9) or `fp32` (yolov8n.onnx).  FFV_OBJECT_MODEL, when set, names the file
+# itself (an operator's own ONNX) and this setting is not used.
+FFV_OBJECT_PRECISION = env_choice("FFV_OBJECT_PRECISION", "int8", {"fp32", "int8"})
 FFV_OBJECT_MODEL = Path(
     env_str("FFV_OBJECT_MODEL", "")
     or FFV_MODELS_DIR / ("yolov8n_int8.onnx" if FFV_OBJECT_PRECISION == "int8" else "yolov8n.onnx")

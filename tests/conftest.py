@@ -282,7 +282,10 @@ def models_dir(tmp_path_factory) -> Path:
     there.)"""
     target = ROOT / "var" / "models"
     env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("prepare-models-tmp"))}
-    result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target)],
+    # With the int8 YOLO too (the default FFV_OBJECT_PRECISION), calibrated on opencv-doc's footage.
+    calibration = os.environ.get("OPENCV_DOC_DATA_DIR") or "/usr/share/doc/opencv-doc/examples/data"
+    result = subprocess.run([sys.executable, "manage.py", "prepare_models", "--models-dir", str(target), "--int8",
+                             "--calibration-dir", calibration],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     requires(result.returncode == 0, f"models cannot be prepared: {result.stderr[-500:]}")
     return target

@@ -171,7 +171,7 @@ def test_settings_load_with_a_sane_environment(tmp_path):
 @pytest.mark.parametrize(
     "env, expected",
     [
-        ({}, "models/yolov8n.onnx"),
+        ({}, "models/yolov8n_int8.onnx"),
         ({"FFV_OBJECT_PRECISION": "fp32"}, "models/yolov8n.onnx"),
         ({"FFV_OBJECT_PRECISION": "int8"}, "models/yolov8n_int8.onnx"),
         # An operator's own file wins over the precision, whichever it is.

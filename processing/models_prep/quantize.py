@@ -73,13 +73,21 @@ def calibration_sources(
     images: Sequence[str] = DEFAULT_CALIBRATION_IMAGES,
 ) -> list[Path]:
     """The calibration files found in ``data_dir``, videos first; every video must be there, stills are optional.
+    A file Debian ships gzipped (``NAME.gz``) counts as ``NAME``.
 
     Raises:
         CalibrationError: ``data_dir`` lacks a video (or holds none of the files at all).
     """
     data_dir = Path(data_dir)
-    missing = [name for name in videos if not (data_dir / name).is_file()]
-    found = [data_dir / name for name in (*videos, *images) if (data_dir / name).is_file()]
+
+    def find(name: str) -> Path | None:
+        for candidate in (data_dir / name, data_dir / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    missing = [name for name in videos if find(name) is None]
+    found = [path for path in map(find, (*videos, *images)) if path is not None]
     if missing or not found:
         raise CalibrationError(
             f"calibration footage missing in {data_dir}: {', '.join(missing) or 'no file'} (opencv-doc's sample data; "
@@ -93,7 +101,7 @@ def calibration_frames(sources: Sequence[Path], video_frames: int = DEFAULT_VIDE
     import cv2
 
     frames: list[npt.NDArray[Any]] = []
-    videos = [path for path in sources if path.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov")]
+    videos = [path for path in sources if _plain_name(path).suffix.lower() in (".avi", ".mp4", ".mkv", ".mov")]
     stills = [path for path in sources if path not in videos]
     per_video = max(1, video_frames // max(1, len(videos)))
     for path in videos:
@@ -103,16 +111,29 @@ def calibration_frames(sources: Sequence[Path], video_frames: int = DEFAULT_VIDE
         step = max(1, len(decoded) // per_video)
         frames.extend(decoded[::step][:per_video])
     for path in stills:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        data = np.frombuffer(_read(path), np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is not None:
             frames.append(image)
     return frames
 
 
+def _plain_name(path: Path) -> Path:
+    return path.with_suffix("") if path.suffix == ".gz" else path
+
+
+def _read(path: Path) -> bytes:
+    import gzip
+
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
+
 def _video_frames(path: Path) -> list[npt.NDArray[Any]]:
+    import io
+
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(io.BytesIO(_read(path))) as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 

@@ -124,10 +124,13 @@ def test_int8_detections_match_fp32_on_footage_it_was_not_calibrated_on(
     recall = yolo_agreement(fp32, int8, frames)
     precision = yolo_agreement(int8, fp32, frames)
 
-    # Measured 0.93 / 0.93 here (bench/RESULTS.md session 9); what is lost are boxes near the 0.25 threshold,
-    # which flicker between frames in fp32 too.  0.88 leaves room for other CPUs' int8 kernels.
-    assert recall >= 0.88
-    assert precision >= 0.88
+    # Measured here (AVX512-VNNI): recall 1.00, precision 0.97 on these 40 frames; 1.00 / 0.98 on 60 others, and
+    # 0.95 / 0.97 on Megamind, where every box of confidence >= 0.5 was found (bench/RESULTS.md session 9).  What
+    # differs are boxes near the 0.25 threshold, which flicker from frame to frame in fp32 too, and the pipeline's
+    # tracks of >= 1 s were all kept.  0.95 / 0.90 leave room for other CPUs' int8 kernels (no VNNI: other
+    # rounding) while failing a quantisation that loses clearly visible objects.
+    assert recall >= 0.95
+    assert precision >= 0.90
 
 
 def test_int8_is_kept_without_footage_and_removed_when_the_float_model_changes(

@@ -316,7 +316,7 @@ FFV_MODELS_DIR = Path(env_str("FFV_MODELS_DIR", "") or VAR_DIR / "models")
 FFV_FACE_MODEL = Path(env_str("FFV_FACE_MODEL", "") or FFV_MODELS_DIR / "retinaface_mnet025.onnx")
 # Which prepared YOLOv8n runs: `int8` (yolov8n_int8.onnx, the static int8 quantisation made once by
 # `manage.py prepare_models --int8`: 1.8-2x the float model's speed in the pipeline on a CPU with VNNI, every track
-# of >= 1 s kept, bench/RESULTS.md session 9) or `fp32` (yolov8n.onnx).  FFV_OBJECT_MODEL, when set, names the file
+# of >= 1 s kept, bench/RESULTS.md session 9b) or `fp32` (yolov8n.onnx).  FFV_OBJECT_MODEL, when set, names the file
 # itself (an operator's own ONNX) and this setting is not used.
 FFV_OBJECT_PRECISION = env_choice("FFV_OBJECT_PRECISION", "int8", {"fp32", "int8"})
 FFV_OBJECT_MODEL = Path(

@@ -125,7 +125,7 @@ def test_int8_detections_match_fp32_on_footage_it_was_not_calibrated_on(
     precision = yolo_agreement(int8, fp32, frames)
 
     # Measured here (AVX512-VNNI): recall 1.00, precision 0.97 on these 40 frames; 1.00 / 0.98 on 60 others, and
-    # 0.95 / 0.97 on Megamind, where every box of confidence >= 0.5 was found (bench/RESULTS.md session 9).  What
+    # 0.95 / 0.97 on Megamind, where every box of confidence >= 0.5 was found (bench/RESULTS.md session 9b).  What
     # differs are boxes near the 0.25 threshold, which flicker from frame to frame in fp32 too, and the pipeline's
     # tracks of >= 1 s were all kept.  0.95 / 0.90 leave room for other CPUs' int8 kernels (no VNNI: other
     # rounding) while failing a quantisation that loses clearly visible objects.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from processing.stream_settings import (
+    DEFAULTS_BY_VERSION,
     DETECTOR_SETTINGS,
     FFMPEG_FORMATS,
     FFMPEG_OPTIONS,
@@ -41,6 +43,8 @@ from videos.serializers.fields import (
     StrictIntegerField,
     StrictNumberField,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def validate_geometry(value: str) -> str:
@@ -280,7 +284,11 @@ class StreamSettingsField(serializers.Field):
 
     def to_representation(self, value: tuple[Any, int | None]) -> dict[str, Any]:
         stored, version = value
-        version = current_version() if version is None else version
+        if version is None or version not in DEFAULTS_BY_VERSION:
+            if version is not None:  # written by a newer release (then rolled back): shown, not a 500 for the page
+                logger.warning("archive stream_settings_version %r is unknown here; completing with version %s",
+                               version, current_version())
+            version = current_version()
         if not isinstance(stored, _StoredText):
             return complete_stream_settings(stored, version=version)
         # One page shares the completed dict between the rows with the same text: it is only rendered, never changed.

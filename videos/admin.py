@@ -159,7 +159,7 @@ class ClusterAdmin(admin.ModelAdmin):
     raw_id_fields = ["best_event"]
     readonly_fields = ["best_picture", "event_count", "best_event", "created_date", "modified_date", "event_pictures"]
 
-    @admin.display(description=_("Best event"))
+    @admin.display(description=_("Best picture"))
     def best_picture(self, obj: Cluster) -> str:
         return thumbnail_html(obj.best_event)
 

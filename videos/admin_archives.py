@@ -147,9 +147,12 @@ class VideoArchiveAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: VideoArchive | None = None) -> list[str]:
         if obj is None:
             return [*API_FIELDS, "upload"]
+        # What the job is doing first, then what it runs from, then the rest of its state.
+        job = ["status", "progress", "job_message"]
+        rest = [name for name in self.readonly_fields if name not in job]
         if obj.job_state in BUSY_STATES:
-            return [*API_FIELDS, *self.readonly_fields]
-        return [*API_FIELDS, "upload", *self.readonly_fields]
+            return [*job, *API_FIELDS, *rest]
+        return [*job, *API_FIELDS, "upload", *rest]
 
     def get_readonly_fields(self, request: HttpRequest, obj: VideoArchive | None = None) -> list[str]:
         if obj is None:

@@ -35,12 +35,12 @@ def staff_with(*codenames: str) -> Client:
     return client
 
 
-def add_archive(client: Client, group, upload=None, **fields):
+def add_archive(client: Client, group, upload=None, headers=None, **fields):
     data = {"camera_group": group.pk, "name": "from the admin", "url": "", "stream_settings": "",
             "camera": "", "case": "", **fields}
     if upload is not None:
         data["upload"] = upload
-    return client.post(ADD, data)
+    return client.post(ADD, data, headers=headers)
 
 
 def errors_of(response) -> str:
@@ -240,3 +240,17 @@ def test_a_picture_that_is_not_there_is_a_404(staff, default_group, path):
     default_storage.delete(gone.thumbnail.name)
     response = staff.get(f"/admin/videos/faceevent/{path.format(id=event.pk, missing=gone.pk)}")
     assert response.status_code == 404
+
+
+def test_the_admin_speaks_russian_when_asked(staff, default_group):
+    archive = make_archive(default_group, "в очереди")
+    VideoArchive.objects.filter(pk=archive.pk).update(url="http://example.com/v.mp4")
+    response = staff.post(CHANGELIST, {"action": "process_selected", "_selected_action": [archive.pk]},
+                          follow=True, headers={"Accept-Language": "ru"})
+    page = response.content.decode()
+    assert "Поставлено в очередь на обработку видеоархивов: 1." in page
+    assert "Запустить обработку" in page and "Прогресс" in page
+    refused = add_archive(staff, default_group, SimpleUploadedFile("x.mp4", b"not a video" * 50),
+                          headers={"Accept-Language": "ru"})
+    assert refused.status_code == 200
+    assert "Файл не является поддерживаемым видео" in errors_of(refused)

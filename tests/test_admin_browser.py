@@ -36,10 +36,16 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 PASSWORD = "pw-browser-staff"
 
 
+KEEP_RUNS = 5
+
+
 def artifacts_dir() -> Path:
-    base = Path(os.environ.get("FFV_TEST_ARTIFACTS_DIR") or ROOT / "var" / "test-artifacts")
-    folder = base / "admin-browser" / time.strftime("%Y%m%d-%H%M%S")
+    """A folder of this run's screenshots; the runs before the last KEEP_RUNS are deleted."""
+    base = Path(os.environ.get("FFV_TEST_ARTIFACTS_DIR") or ROOT / "var" / "test-artifacts") / "admin-browser"
+    folder = base / time.strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
+    for old in sorted(path for path in base.iterdir() if path.is_dir())[:-KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
@@ -98,14 +104,23 @@ def assert_pictures_render(driver, page: str, minimum: int = 1) -> list[dict]:
     return state
 
 
+@pytest.fixture
+def shots(browser) -> Iterator[Path]:
+    """This run's artifacts folder; when the test fails it keeps the page it failed on too (screenshot, HTML)."""
+    folder = artifacts_dir()
+    yield folder
+    if not (folder / "07-face-cluster.png").exists():  # the last step's screenshot: the test did not get there
+        browser.save_screenshot(str(folder / "failed.png"))
+        (folder / "failed.html").write_text(browser.page_source)
+
+
 def test_staff_upload_process_and_see_faces_in_chromium(
-    browser, live_server, face_worker, default_group, settings
+    browser, shots, live_server, face_worker, default_group, settings
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     video = footage("Megamind.avi")
-    shots = artifacts_dir()
     User.objects.create_superuser("browser-staff", password=PASSWORD, email="")
 
     def open_page(path: str, shot: str | None = None) -> None:

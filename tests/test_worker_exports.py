@@ -179,3 +179,33 @@ def test_beat_runs_retention_which_deletes_exactly_the_old_rows_and_files_and_ke
     finally:
         worker.stop()
 
+
+
+def test_the_sweeper_finishes_builds_whose_message_was_lost_or_whose_worker_died(
+    client, default_group, processing_queue, media_root, tmp_path,
+):
+    from django.contrib.auth.models import User
+
+    make_event("face", make_archive(default_group))
+    owner = User.objects.get(username="exporter")
+    long_ago = timezone.now() - timedelta(seconds=60)
+    # Never sent (a broker restart lost it) and abandoned mid-build (its worker was killed): both need the sweeper.
+    lost = Export.objects.create(created_by=owner, kind="face", format="csv", limit=10, heartbeat=long_ago,
+                                 task_id="lost-task")
+    died = Export.objects.create(created_by=owner, kind="face", format="zip", limit=10, status="in_progress",
+                                 claim="killed-worker", attempts=1, progress=0.5, heartbeat=long_ago,
+                                 task_id="died-task")
+    worker = WorkerProcess(processing_queue, media_root, tmp_path / "worker.log", beat=True, extra_env={
+        "FFV_SWEEP_INTERVAL": "0.5", "FFV_JOB_LEASE_SECONDS": "2", "FFV_QUEUE_STALE_SECONDS": "10",
+    })
+    try:
+        worker.start()
+        assert wait_for(lambda: set(Export.objects.filter(pk__in=[lost.pk, died.pk]).values_list(
+            "status", flat=True)) == {"completed"}, timeout=60), worker.log()
+        for export in (lost, died):
+            export.refresh_from_db()
+            assert (export.row_count, export.progress) == (1, 1.0)
+            assert default_storage.exists(export.file.name)
+        assert (lost.attempts, died.attempts) == (1, 2)
+    finally:
+        worker.stop()

@@ -303,3 +303,15 @@ def test_retention_keeps_a_cluster_consistent(archive, settings, django_capture_
     archive.refresh_from_db()
     assert (archive.face_count, archive.face_cluster_count) == (1, 1)
     assert not default_storage.exists(best.thumbnail.name) and default_storage.exists(kept.thumbnail.name)
+
+
+def test_gone_and_conflict_are_in_russian_on_request(owner):
+    client = token_client(owner, "ru")
+    expired = _completed(owner, expires_in=-timedelta(seconds=1))
+    assert "истёк" in assert_error(client.get(f"/exports/{expired.pk}/download/"), 410, "GONE")["desc"]
+    queued = Export.objects.create(created_by=owner, kind="face", format="csv", limit=1)
+    assert "не готова" in assert_error(client.get(f"/exports/{queued.pk}/download/"), 409, "CONFLICT")["desc"]
+    failed = Export.objects.create(created_by=owner, kind="face", format="csv", limit=1, status="failed",
+                                   msg_code="storage_unavailable")
+    msg = client.get(f"/exports/{failed.pk}/").json()["msg"]
+    assert msg == "Файловое хранилище было недоступно; попробуйте ещё раз."

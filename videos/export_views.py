@@ -11,6 +11,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -90,12 +91,19 @@ class ExportViewSet(ListCountMixin, mixins.CreateModelMixin, mixins.ListModelMix
         serializer = ExportCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        self._check_event_permission(request, data["kind"])
         export = exports.export_create(user=request.user, kind=data["kind"], format=data["format"],
                                        filters=data.get("filters") or {}, limit=data.get("limit"),
                                        base_url=request.build_absolute_uri("/"))
         body = self.get_serializer(export).data
         return Response(body, status=status.HTTP_201_CREATED,
                         headers={"Location": self.reverse_action("detail", args=[export.pk])})
+
+    @staticmethod
+    def _check_event_permission(request: Request, kind: str) -> None:
+        """An export shows events: its user needs the event list's own permission too (view_<kind>event)."""
+        if not request.user.has_perm(f"videos.view_{kind}event"):
+            raise PermissionDenied(_("You may not view %(kind)s events.") % {"kind": kind})
 
     def perform_destroy(self, instance: Export) -> None:
         exports.export_delete(export=instance)
@@ -108,7 +116,9 @@ class ExportViewSet(ListCountMixin, mixins.CreateModelMixin, mixins.ListModelMix
     def download(self, request: Request, pk: str) -> FileResponse:
         for key in request.query_params:
             raise BadParam(_("Unknown query parameter."), param=key)
-        handle, content_type, name = exports.export_download(export=self.get_object())
+        export = self.get_object()
+        self._check_event_permission(request, export.kind)
+        handle, content_type, name = exports.export_download(export=export)
         return FileResponse(handle, content_type=content_type, as_attachment=True, filename=name)
 
     def finalize_response(self, request, response, *args, **kwargs):

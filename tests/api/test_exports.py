@@ -128,6 +128,17 @@ def test_without_permissions_everything_is_refused(owner_api, outsider_api, anon
     assert_error(anon_api.get(f"/exports/{export_id}/download/"), 401, "UNAUTHORIZED")
 
 
+def test_exporting_a_kind_needs_its_event_permission(owner, db):
+    no_cars = _user("export-no-cars", ["view_export", "add_export", "view_faceevent"])
+    client = token_client(no_cars)
+    assert_error(create(client, kind="car"), 403, "PERMISSION_DENIED")
+    assert create(client, kind="face").status_code == 201
+    export = _completed(no_cars)
+    export.kind = "car"
+    export.save()
+    assert_error(client.get(f"/exports/{export.pk}/download/"), 403, "PERMISSION_DENIED")
+
+
 def test_list_filters_and_unknown_parameters(owner_api):
     create(owner_api)
     zip_id = create(owner_api, kind="car", format="zip").json()["id"]

@@ -326,3 +326,31 @@ def test_gone_and_conflict_are_in_russian_on_request(owner):
                                    msg_code="storage_unavailable")
     msg = client.get(f"/exports/{failed.pk}/").json()["msg"]
     assert msg == "Файловое хранилище было недоступно; попробуйте ещё раз."
+
+
+def test_an_export_deleted_while_it_is_built_stores_nothing(owner, archive, monkeypatch, settings, media_root,
+                                                            tmp_path):
+    from django.db import connection
+
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "spool")
+    (tmp_path / "spool").mkdir()
+    monkeypatch.setattr(exports, "EXPORT_BATCH", 1)
+    settings.FFV_PROGRESS_INTERVAL = 0  # progress (and the claim check) after every batch
+    for _ in range(3):
+        make_event("face", archive)
+    export = Export.objects.create(created_by=owner, kind="face", format="zip", limit=10)
+    batches: list[str] = []
+
+    def delete_at_the_second_batch(execute, sql, params, many, context):
+        if "videos_faceevent" in sql and "LIMIT" in sql.upper():
+            batches.append(sql)
+            if len(batches) == 2:
+                Export.objects.filter(pk=export.pk).delete()  # DELETE /exports/{id}/ meanwhile
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(delete_at_the_second_batch):
+        exports.export_build(export_id=export.pk)
+    assert len(batches) == 2  # it stopped there
+    assert not Export.objects.exists()
+    assert not (media_root / "exports").exists()
+    assert list((tmp_path / "spool").iterdir()) == []  # its temporary file is gone too

@@ -172,3 +172,16 @@ def test_docs_assets_are_served_locally(anon_api, db):
     html = anon_api.get("/api/docs/").content.decode()
 
     assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
+
+
+def test_exports_document_the_download_and_its_errors(schema):
+    create = operation(schema, "/exports/", "post")
+    assert {"201", "400", "401", "403", "503"} <= set(create["responses"])
+    download = operation(schema, "/exports/{id}/download/", "get")
+    assert set(download["responses"]["200"]["content"]) == {"text/csv", "application/zip"}
+    assert {"404", "409", "410"} <= set(download["responses"])
+    gone = download["responses"]["410"]["content"]["application/json"]["schema"]["allOf"][1]
+    assert gone["properties"]["code"]["enum"] == ["GONE"]
+    for path, method in [("/exports/", "get"), ("/exports/count/", "get"), ("/exports/{id}/", "get"),
+                         ("/exports/{id}/", "delete")]:
+        operation(schema, path, method)

@@ -401,3 +401,57 @@ class FaceDetection(models.Model):
 
     def __str__(self) -> str:
         return f"face detection {self.pk}"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    IN_PROGRESS = "in_progress", _("In progress")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    EXPIRED = "expired", _("Expired")
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    ZIP = "zip", "ZIP"
+
+
+class Export(models.Model):
+    """Events of one kind selected by the event list's filters, written as CSV (or a ZIP of CSV and thumbnails)
+    by a background task (videos.exports); downloadable by its owner (or staff) until `expires_at`.
+
+    Job state lives here like an archive's: the task claims the row with a conditional UPDATE (`claim`), writes
+    `progress` and `heartbeat` while it runs, and a sweeper re-sends a queued or abandoned one.
+    """
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    # The event list's query parameters, {name: [values]}, validated by its FilterSet when the export was made.
+    filters = models.JSONField(default=dict, blank=True)
+    limit = models.PositiveIntegerField()
+    # The absolute URL root of the API the export was asked through (event picture URLs in the CSV).
+    base_url = models.CharField(max_length=2048, blank=True, default="")
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED,
+                              db_index=True)
+    progress = models.FloatField(default=0.0)
+    total = models.PositiveIntegerField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    truncated = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    claim = models.CharField(max_length=64, blank=True, default="")
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    file = models.FileField(max_length=512, blank=True, default="")
+    file_size = models.BigIntegerField(default=0)
+    msg_code = models.CharField(max_length=64, blank=True, default="")
+    finish_date = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "heartbeat"], name="export_lease_idx")]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.kind} events, {self.format})"

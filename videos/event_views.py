@@ -143,7 +143,7 @@ class ClusterViewSet(ReadDeleteViewSet):
 
     @extend_schema(summary="Merge clusters into this one", request=ClusterMergeSerializer,
                    responses={200: MergeResultSerializer(many=True)})
-    @action(detail=True, methods=["post"], filter_backends=[])
+    @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
     @requires("change", "delete")
     def merge(self, request: Request, pk: str) -> Response:
         serializer = ClusterMergeSerializer(data=request.data)

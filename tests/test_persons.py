@@ -148,6 +148,17 @@ def test_name_a_cluster(papi, default_group, people):
     assert papi.patch(f"/clusters/faces/{cluster_id}/", {"name": ""}, format="json").json()["name"] == ""
 
 
+def test_the_admin_lists_the_name(papi, client, default_group, people, media_root):
+    from django.contrib.auth.models import User
+
+    archive = make_archive(default_group)
+    [event] = clustered(archive, [shot(people[0])])
+    papi.patch(f"/clusters/faces/{cluster_of(event)}/", {"name": "Roxanne Ritchi"}, format="json")
+    client.force_login(User.objects.create_superuser("admin", password="pw", email=""))
+    response = client.get("/admin/videos/facecluster/")
+    assert response.status_code == 200 and "Roxanne Ritchi" in response.content.decode()
+
+
 @pytest.mark.parametrize("body, param", [
     ({"name": 5}, "name"), ({"name": None}, "name"), ({"name": "x" * 257}, "name"), ({"nickname": "x"}, "nickname"),
     ({"name": ["Hal"]}, "name"),

@@ -161,7 +161,7 @@ def test_the_admin_lists_the_name(papi, client, default_group, people, media_roo
 
 @pytest.mark.parametrize("body, param", [
     ({"name": 5}, "name"), ({"name": None}, "name"), ({"name": "x" * 257}, "name"), ({"nickname": "x"}, "nickname"),
-    ({"name": ["Hal"]}, "name"),
+    ({"name": ["Hal"]}, "name"), ({"name": "Hal\u0000"}, "name"),
 ])
 def test_naming_bad_input(papi, default_group, people, body, param):
     archive = make_archive(default_group)

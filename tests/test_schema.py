@@ -185,3 +185,22 @@ def test_exports_document_the_download_and_its_errors(schema):
     for path, method in [("/exports/", "get"), ("/exports/count/", "get"), ("/exports/{id}/", "get"),
                          ("/exports/{id}/", "delete")]:
         operation(schema, path, method)
+
+
+@pytest.mark.parametrize("plural", ["faces", "bodies", "cars"])
+def test_persons_operations_document_their_bodies_and_answers(schema, plural):
+    """Persons (tests/test_persons.py): PATCH takes only `name`, merge/ answers a plain list of per-id results,
+    split/ answers 201 with the new cluster."""
+    patch = operation(schema, f"/clusters/{plural}/{{id}}/", "patch")
+    body = patch["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][body]["properties"]) == {"name"}
+    merge = operation(schema, f"/clusters/{plural}/{{id}}/merge/", "post")
+    answer = merge["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["type"] == "array"
+    result = schema["components"]["schemas"][answer["items"]["$ref"].rsplit("/", 1)[-1]]
+    assert set(result["properties"]) == {"id", "success", "error"}
+    split = operation(schema, f"/clusters/{plural}/{{id}}/split/", "post")
+    assert "201" in split["responses"] and "200" not in split["responses"]
+    for op in (patch, merge, split):
+        assert {"400", "401", "403", "404"} <= set(op["responses"])
+    assert "name_contains" in parameter_names(operation(schema, f"/clusters/{plural}/", "get"))

@@ -153,7 +153,7 @@ CLUSTER_PAGE_EVENTS = 60
 class ClusterAdmin(admin.ModelAdmin):
     """Read-only: clusters are made by processing and kept consistent by the event services."""
 
-    list_display = ["id", "best_picture", "event_count", "best_event", "created_date", "modified_date"]
+    list_display = ["id", "best_picture", "name", "event_count", "best_event", "created_date", "modified_date"]
     list_display_links = ["id", "best_picture"]
     list_filter = [ClusterArchiveFilter]
     raw_id_fields = ["best_event"]

@@ -289,13 +289,19 @@ class Cluster(models.Model):
     """A group of events of one kind that look alike (one person, one car), across archives and camera groups.
 
     `centroid` is the sum of the members' unit embeddings (float32 bytes): adding or removing a member updates it
-    without reading the others, and its direction is the cluster's mean appearance.
+    without reading the others, and its direction is the cluster's mean appearance. An empty cluster (only a
+    `curated` one stays when empty) keeps its last direction there instead; the first event to join replaces it.
     """
 
     created_date = models.DateTimeField(auto_now_add=True, db_index=True)
     modified_date = models.DateTimeField(auto_now=True)
     event_count = models.PositiveIntegerField(default=0)
     centroid = models.BinaryField(editable=False)
+    # A person's name (videos.persons); "" for a cluster nobody named.
+    name = models.CharField(max_length=256, blank=True, default="")
+    # Named, merged or split by a person: kept when its events go (re-processing, deletions), with its last
+    # direction as `centroid` and event_count 0, so that the events of a later run can come back to it.
+    curated = models.BooleanField(default=False)
 
     class Meta:
         abstract = True
@@ -375,6 +381,32 @@ class RowCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table_name}[{self.slot}] = {self.rows}"
+
+
+class ClusterPin(models.Model):
+    """Where a person put an event of an archive that is being re-processed (videos.persons).
+
+    When an archive's events leave their clusters (a new run purges them), each event of a curated cluster
+    leaves a pin keyed like the event's uniqueness (track, policy, frame); when the archive is clustered again,
+    its new events with those keys go straight back to the pinned cluster, and the pins are dropped. Events a run
+    makes differently (other settings) find their cluster by similarity as any other.
+    """
+
+    video_archive = models.ForeignKey(VideoArchive, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    cluster_id = models.PositiveBigIntegerField()  # no foreign key: a pin to a cluster that went is ignored
+    track_id = models.PositiveIntegerField()
+    post_policy = models.CharField(max_length=16)
+    frame_index = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["video_archive", "kind", "track_id", "post_policy", "frame_index"],
+                                    name="clusterpin_once_per_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pin of a {self.kind} event of archive {self.video_archive_id} to cluster {self.cluster_id}"
 
 
 EVENT_MODELS: dict[str, type[Event]] = {"face": FaceEvent, "body": BodyEvent, "car": CarEvent}

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from videos.clusters import embedding_from_bytes, embedding_to_bytes, lock_clusters, unit_or_none
+from videos.clusters import embedding_from_bytes, embedding_to_bytes, last_direction, lock_clusters, unit_or_none
 from videos.event_services import _archive_recount, _delete_files, _sum_of
 from videos.models import CLUSTER_MODELS, EVENT_MODELS, Event
 
@@ -129,18 +129,24 @@ def _delete_batch(kind: str, condition: Q) -> int:
 
 def _cluster_remove_members(kind: str, cluster_id: int, deleted_ids: set[int],
                             embeddings: list[bytes | None]) -> None:
-    """Take deleted members out of their cluster (clusters lock held); delete the cluster once it is empty."""
+    """Take deleted members out of their cluster (clusters lock held); delete the cluster once it is empty, unless
+    it is a person's (curated: kept empty, as videos.event_services does)."""
     cluster_model = CLUSTER_MODELS[kind]
-    found = cluster_model.objects.filter(pk=cluster_id).values_list("centroid", "best_event_id").first()
+    found = cluster_model.objects.filter(pk=cluster_id).values_list("centroid", "best_event_id", "curated").first()
     if found is None:
         return
-    raw_centroid, best_id = found
+    raw_centroid, best_id, curated = found
     members = EVENT_MODELS[kind].objects.filter(cluster_id=cluster_id)
     count = members.count()
+    centroid = embedding_from_bytes(raw_centroid)
+    if count == 0 and curated:  # a person's cluster stays, by its last direction (videos.clusters)
+        cluster_model.objects.filter(pk=cluster_id).update(
+            event_count=0, centroid=embedding_to_bytes(last_direction(centroid)), best_event_id=None,
+            modified_date=timezone.now())
+        return
     if count == 0:
         cluster_model.objects.filter(pk=cluster_id).delete()
         return
-    centroid = embedding_from_bytes(raw_centroid)
     vectors = [None if raw is None else unit_or_none(embedding_from_bytes(raw)) for raw in embeddings]
     if any(vector is None or vector.shape != centroid.shape for vector in vectors):
         centroid = _sum_of(members)  # nothing to subtract exactly: the sum again, from the members left

@@ -316,6 +316,19 @@ def test_retention_keeps_a_cluster_consistent(archive, settings, django_capture_
     assert not default_storage.exists(best.thumbnail.name) and default_storage.exists(kept.thumbnail.name)
 
 
+def test_retention_keeps_a_persons_cluster_empty(archive, settings):
+    """A curated cluster (named, merged or split: videos.persons) outlives its events, as it does an event's
+    deletion over the API, so later archives can join the person again."""
+    old = timezone.now() - timedelta(days=40)
+    person = make_cluster("face", [make_event("face", archive, created=old, embedding=unit(0, 0, 1, 0))])
+    FaceCluster.objects.filter(pk=person.pk).update(curated=True, name="Roxanne")
+    settings.FFV_RETENTION_UNMATCHED_DAYS = 30
+    assert retention.retention_apply().deleted["face"] == 1
+    person.refresh_from_db()
+    assert (person.name, person.event_count, person.best_event_id) == ("Roxanne", 0, None)
+    assert list(embedding_from_bytes(person.centroid)) == pytest.approx([0, 0, 1, 0], abs=1e-6)
+
+
 def test_gone_and_conflict_are_in_russian_on_request(owner):
     client = token_client(owner, "ru")
     expired = _completed(owner, expires_in=-timedelta(seconds=1))

@@ -11,13 +11,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from videos import event_filters, event_selectors, event_services
+from videos import event_filters, event_selectors, event_services, watchlist_services
 from videos.errors import BadParam
 from videos.negotiation import IMAGE_RENDERERS, ImageEndpointMixin
 from videos.pagination import KeysetPagination, parse_limit
 from videos.permissions import requires
-from videos.serializers.clusters import ClusterSerializer
+from videos.serializers.clusters import ClusterSerializer, FaceClusterSerializer
 from videos.serializers.events import EventSerializer, FaceEventSerializer
+from videos.serializers.watchlists import FaceClusterCardSerializer
 from videos.views import ListCountMixin
 
 PLURAL = {"face": "faces", "body": "bodies", "car": "cars"}
@@ -140,10 +141,24 @@ class ClusterViewSet(ReadDeleteViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="List face clusters"),
-                    count=extend_schema(summary="Count face clusters"))
+                    count=extend_schema(summary="Count face clusters"),
+                    partial_update=extend_schema(summary="Attach a face cluster to a card (or detach it)",
+                                                 request=FaceClusterCardSerializer,
+                                                 responses={200: FaceClusterSerializer}))
 class FaceClusterViewSet(ClusterViewSet):
     kind = "face"
     filterset_class = event_filters.FaceClusterFilterSet
+    serializer_class = FaceClusterSerializer
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        cluster = self.get_object()
+        serializer = FaceClusterCardSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if "card" in serializer.validated_data:
+            cluster = watchlist_services.face_cluster_set_card(cluster=cluster,
+                                                               card=serializer.validated_data["card"])
+        return Response(self._serialize([cluster], many=False))
 
 
 @extend_schema_view(list=extend_schema(summary="List body clusters"),

@@ -42,3 +42,8 @@ class ClusterSerializer(FastRepresentationMixin, serializers.Serializer):
 
     def _sources(self, cluster: Cluster) -> ClusterSources:
         return self.context["sources"][cluster.pk]
+
+
+class FaceClusterSerializer(ClusterSerializer):
+    card = serializers.IntegerField(source="card_id", read_only=True, allow_null=True,
+                                    help_text="The watch list card of the person it is (PATCH to set), or null.")

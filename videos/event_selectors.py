@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import IO, Literal
 
 from django.core.files.storage import default_storage
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
 from videos.errors import BadParam, NotFound, ServiceUnavailable
-from videos.models import CLUSTER_MODELS, EVENT_MODELS, Cluster, Event, FaceEvent, WatchList
+from videos.models import CLUSTER_MODELS, EVENT_MODELS, Cluster, Event, FaceEvent
 
 # looks_like asks the search engine for this many best matches at most, before the other filters apply.
 SEARCH_CANDIDATES_MAX = 10_000
@@ -24,10 +24,7 @@ PictureName = Literal["thumbnail", "fullframe"]
 
 def event_list(*, kind: str) -> QuerySet[Event]:
     # The embedding is never shown and is the largest column.
-    events = EVENT_MODELS[kind].objects.defer("embedding")
-    if kind == "face":  # the watch lists each matched through, in one query per page
-        events = events.prefetch_related(Prefetch("matched_lists", queryset=WatchList.objects.only("id")))
-    return events
+    return EVENT_MODELS[kind].objects.defer("embedding")
 
 
 def cluster_list(*, kind: str) -> QuerySet[Cluster]:

@@ -172,7 +172,7 @@ def faces_match_pending(*, limit: int | None = None) -> list[int]:
 
 def _match_events(ids: list[int], cards: CardSet) -> list[int]:
     rows = list(FaceEvent.objects.filter(pk__in=ids).order_by("id").values_list(
-        "id", "camera_group_id", "embedding", "matched_card_id", "match_confidence"))
+        "id", "camera_group_id", "embedding", "matched_card_id", "match_confidence", "matched_list_ids"))
     through = FaceEvent.matched_lists.through
     old_lists: dict[int, set[int]] = defaultdict(set)
     for event_id, list_id in through.objects.filter(faceevent_id__in=ids).values_list("faceevent_id", "watchlist_id"):
@@ -182,19 +182,20 @@ def _match_events(ids: list[int], cards: CardSet) -> list[int]:
     relink: list[int] = []
     links = []
     newly: list[int] = []
-    for (event_id, _group, _raw, old_card, old_confidence), match in zip(rows, matches, strict=True):
+    for (event_id, _group, _raw, old_card, old_confidence, shown), match in zip(rows, matches, strict=True):
         card = match.card_id if match else None
         confidence = match.confidence if match else None
         lists = set(match.list_ids) if match else set()
-        if card != old_card or confidence != old_confidence:
-            changed.append(FaceEvent(pk=event_id, matched_card_id=card, match_confidence=confidence))
+        if card != old_card or confidence != old_confidence or shown != sorted(lists):
+            changed.append(FaceEvent(pk=event_id, matched_card_id=card, match_confidence=confidence,
+                                     matched_list_ids=sorted(lists)))
         if lists != old_lists[event_id]:
             relink.append(event_id)
             links.extend(through(faceevent_id=event_id, watchlist_id=list_id) for list_id in sorted(lists))
         if card is not None and card != old_card:
             newly.append(event_id)
     if changed:
-        FaceEvent.objects.bulk_update(changed, ["matched_card", "match_confidence"])
+        FaceEvent.objects.bulk_update(changed, ["matched_card", "match_confidence", "matched_list_ids"])
     if relink:
         through.objects.filter(faceevent_id__in=relink).delete()
         through.objects.bulk_create(links)

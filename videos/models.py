@@ -340,11 +340,13 @@ class FaceEvent(Event):
     cluster = models.ForeignKey(FaceCluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     # Watch list matching (videos.matching): the best card of the active lists that apply to the event's camera
     # group, its similarity (`confidence` in the API; the model's `confidence` is the detector's), and the lists
-    # through which it matched. `match_pending` marks events whose match must be (re)computed: new events, and
+    # through which it matched (a table to filter by, and a copy on the row that a page shows without a query).
+    # `match_pending` marks events whose match must be (re)computed: new events, and
     # events that a change of a card, its photos or a list may have changed.
     matched_card = models.ForeignKey("Card", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     match_confidence = models.FloatField(null=True, blank=True)
-    matched_lists = models.ManyToManyField("WatchList", blank=True, related_name="+")
+    matched_lists = models.ManyToManyField("WatchList", blank=True, related_name="+")  # for filtering
+    matched_list_ids = models.JSONField(default=list, blank=True)  # the same ids, sorted, for showing
     match_pending = models.BooleanField(default=True)
 
     class Meta(Event.Meta):

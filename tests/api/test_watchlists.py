@@ -1,8 +1,8 @@
 """`/watch-lists/`, `/cards/`, `/card-photos/`, a face cluster's `card`, and matching on real faces.
 
-Photos are opencv-doc's (messi5.jpg, a frame of Megamind.avi) with the prepared models; skips without them locally and fails
-under CI=true. Matching is called as the task calls it (videos.matching), on events whose embeddings are the real
-faces' embeddings.
+Photos are opencv-doc's (messi5.jpg, a frame of Megamind.avi) with the prepared models; skips without them
+locally and fails under CI=true. Matching is called as the task calls it (videos.matching), on events whose
+embeddings are the real faces' embeddings.
 """
 
 from __future__ import annotations

@@ -295,3 +295,18 @@ def test_a_face_cluster_is_attached_to_a_card(staff):
     assert staff.get(url).json()["card"] is None
     viewer = token_client(_user("cluster-viewer", ["view_facecluster"]))
     assert_error(viewer.patch(url, {"card": None}, format="json"), 403, "PERMISSION_DENIED")
+
+
+def test_the_sweeper_sends_matching_only_while_events_wait(default_group, django_capture_on_commit_callbacks):
+    archive = VideoArchive.objects.create(camera_group=default_group, name="waiting")
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert matching.matching_sweep() is False
+    assert callbacks == []
+    event = _event(archive, np.ones(512, "<f4").tobytes(), 1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert matching.matching_sweep() is True
+    assert len(callbacks) == 1
+    assert matching.faces_match_pending() == []  # no card: the event is done, unmatched
+    event.refresh_from_db()
+    assert (event.match_pending, event.matched_card_id, event.match_confidence) == (False, None, None)
+    assert matching.matching_sweep() is False

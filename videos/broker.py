@@ -19,6 +19,9 @@ CHUNK_TASK = "videos.process_chunk"
 CLUSTER_TASK = "videos.cluster_archive"
 SWEEP_TASK = "videos.sweep_jobs"
 EXPORT_TASK = "videos.build_export"
+
+
+MATCH_TASK = "videos.match_faces"
 # A failed send is tried again at once, briefly: a broker that is down answers the client with 503 instead.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
@@ -44,6 +47,12 @@ def send_export(export_id: int, task_id: str) -> None:
     """Build an export (videos.exports) on the control queue; raises like send_processing."""
     current_app.send_task(EXPORT_TASK, args=[export_id], task_id=task_id, queue=settings.FFV_CONTROL_QUEUE,
                           retry=True, retry_policy=SEND_RETRY)
+
+
+def send_matching(*, card_ids: list[int], list_ids: list[int]) -> None:
+    """Watch list matching of pending face events (videos.matching), after a change of these cards or lists."""
+    current_app.send_task(MATCH_TASK, kwargs={"card_ids": card_ids, "list_ids": list_ids},
+                          queue=settings.FFV_CONTROL_QUEUE, retry=True, retry_policy=SEND_RETRY)
 
 
 def broker_holds(task_id: str, queue: str) -> bool | None:

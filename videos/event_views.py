@@ -11,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from videos import event_filters, event_selectors, event_services, persons
+from videos import event_filters, event_selectors, event_services, persons, watchlist_services
 from videos.errors import BadParam
 from videos.negotiation import IMAGE_RENDERERS, ImageEndpointMixin
 from videos.pagination import KeysetPagination, parse_limit
@@ -21,6 +21,8 @@ from videos.serializers.clusters import (
     ClusterSerializer,
     ClusterSplitSerializer,
     ClusterUpdateSerializer,
+    FaceClusterSerializer,
+    FaceClusterUpdateSerializer,
     MergeResultSerializer,
 )
 from videos.serializers.events import EventSerializer, FaceEventSerializer
@@ -181,10 +183,25 @@ class ClusterViewSet(ReadDeleteViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="List face clusters"),
-                    count=extend_schema(summary="Count face clusters"))
+                    count=extend_schema(summary="Count face clusters"),
+                    partial_update=extend_schema(summary="Name a face cluster, attach it to a card (or detach it)",
+                                                 request=FaceClusterUpdateSerializer,
+                                                 responses={200: FaceClusterSerializer}))
 class FaceClusterViewSet(ClusterViewSet):
     kind = "face"
     filterset_class = event_filters.FaceClusterFilterSet
+    serializer_class = FaceClusterSerializer
+
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        cluster = self.get_object()
+        serializer = FaceClusterUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "name" in data:
+            cluster = persons.cluster_update(kind=self.kind, cluster_id=cluster.pk, name=data["name"])
+        if "card" in data:
+            cluster = watchlist_services.face_cluster_set_card(cluster=cluster, card=data["card"])
+        return Response(self._serialize([cluster], many=False))
 
 
 @extend_schema_view(list=extend_schema(summary="List body clusters"),

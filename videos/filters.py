@@ -7,7 +7,7 @@ from typing import Any
 
 import django_filters
 from django import forms
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
@@ -17,7 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from videos.errors import BadParam
-from videos.models import Camera, CameraGroup, VideoArchive
+from videos.models import Camera, CameraGroup, Card, CardPhoto, VideoArchive, WatchList
 
 # Query parameters that pagination reads; every other parameter must be a declared filter.
 PAGINATION_PARAMS = {"limit", "page"}
@@ -81,6 +81,27 @@ class IntegerListFilter(django_filters.Filter):
         if value is None:
             return qs
         return qs.filter(**{f"{self.field_name}__in": value})
+
+
+class StrictBooleanField(forms.Field):
+    """`true` or `false` (also `1` / `0`); anything else is invalid, not read as absent."""
+
+    default_error_messages = {"invalid": gettext_lazy("Must be true or false.")}
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in (None, ""):
+            return None
+        text = str(value).strip().lower()
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+        raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+
+
+@extend_schema_field(serializers.BooleanField())
+class BooleanFilter(django_filters.Filter):
+    field_class = StrictBooleanField
 
 
 class BoundedIsoDateTimeField(IsoDateTimeField):
@@ -209,4 +230,45 @@ class CameraFilterSet(CreatedDateFilterSet):
 
     class Meta:
         model = Camera
+        fields: list[str] = []
+
+
+class WatchListFilterSet(CreatedDateFilterSet):
+    id_in = IntegerListFilter(field_name="id", label="Watch list ids (repeated or comma list).")
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256)
+    active = BooleanFilter(field_name="active", label="Active (true) or not (false).")
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "name"))
+
+    class Meta:
+        model = WatchList
+        fields: list[str] = []
+
+
+class CardFilterSet(CreatedDateFilterSet):
+    id_in = IntegerListFilter(field_name="id", label="Card ids (repeated or comma list).")
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256)
+    active = BooleanFilter(field_name="active", label="Active (true) or not (false).")
+    watch_lists = IntegerListFilter(method="filter_watch_lists", field_name="watch_lists",
+                                    label="Cards in any of these watch lists (repeated or comma list).")
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date", "name"))
+
+    class Meta:
+        model = Card
+        fields: list[str] = []
+
+    def filter_watch_lists(self, queryset: QuerySet, name: str, value: list[int] | None) -> QuerySet:
+        """Cards in at least one of the lists (each card once)."""
+        if value is None:
+            return queryset
+        members = Card.watch_lists.through.objects.filter(card_id=OuterRef("pk"), watchlist_id__in=value)
+        return queryset.filter(Exists(members))
+
+
+class CardPhotoFilterSet(CreatedDateFilterSet):
+    id_in = IntegerListFilter(field_name="id", label="Photo ids (repeated or comma list).")
+    card = IntegerListFilter(field_name="card_id", label="Photos of these cards (repeated or comma list).")
+    ordering = django_filters.OrderingFilter(fields=("id", "created_date"))
+
+    class Meta:
+        model = CardPhoto
         fields: list[str] = []

@@ -321,6 +321,8 @@ def _cluster_indexes(name: str) -> list[models.Index]:
 
 class FaceCluster(Cluster):
     best_event = models.ForeignKey("FaceEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The person of a watch list card this cluster is (set by staff: PATCH /clusters/faces/{id}/).
+    card = models.ForeignKey("Card", null=True, blank=True, on_delete=models.SET_NULL, related_name="clusters")
 
     class Meta(Cluster.Meta):
         indexes = _cluster_indexes("facecluster")
@@ -342,10 +344,25 @@ class CarCluster(Cluster):
 
 class FaceEvent(Event):
     cluster = models.ForeignKey(FaceCluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    # Watch list matching (videos.matching): the best card of the active lists that apply to the event's camera
+    # group, its similarity (`confidence` in the API; the model's `confidence` is the detector's), and the lists
+    # through which it matched (a table to filter by, and a copy on the row that a page shows without a query).
+    # `match_pending` marks events whose match must be (re)computed: new events, and
+    # events that a change of a card, its photos or a list may have changed.
+    matched_card = models.ForeignKey("Card", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    match_confidence = models.FloatField(null=True, blank=True)
+    matched_lists = models.ManyToManyField("WatchList", blank=True, related_name="+")  # for filtering
+    matched_list_ids = models.JSONField(default=list, blank=True)  # the same ids, sorted, for showing
+    match_pending = models.BooleanField(default=True)
 
     class Meta(Event.Meta):
         constraints = _event_meta("faceevent")["constraints"]
-        indexes = _event_meta("faceevent")["indexes"]
+        indexes = [
+            *_event_meta("faceevent")["indexes"],
+            models.Index(fields=["id"], condition=models.Q(match_pending=True), name="faceevent_match_pending_idx"),
+            models.Index(fields=["matched_card", "-id"], name="faceevent_card_id_idx"),
+            models.Index(fields=["match_confidence", "id"], name="faceevent_match_conf_idx"),
+        ]
 
 
 class BodyEvent(Event):
@@ -487,3 +504,60 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.pk} ({self.kind} events, {self.format})"
+
+
+class WatchList(models.Model):
+    """A list of cards to look for in the archives of some camera groups (all of them when none is named)."""
+
+    name = models.CharField(max_length=256, unique=True)
+    color = models.CharField(max_length=6, default="ffffff", help_text="RGB in hex, e.g. ff0000.")
+    comment = models.CharField(max_length=2048, blank=True, default="")
+    active = models.BooleanField(default=True)
+    threshold = models.FloatField(default=0.7, help_text="Least similarity (0..1) of a face to a card's photo.")
+    camera_groups = models.ManyToManyField(CameraGroup, blank=True, related_name="watch_lists")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Card(models.Model):
+    """A person to look for: one or more face photos (CardPhoto), in one or more watch lists."""
+
+    name = models.CharField(max_length=256, db_index=True)
+    comment = models.CharField(max_length=2048, blank=True, default="")
+    active = models.BooleanField(default=True)
+    watch_lists = models.ManyToManyField(WatchList, blank=True, related_name="cards")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CardPhoto(models.Model):
+    """One face photo of a card: the picture as uploaded, the face's box and its FaceNet embedding."""
+
+    card = models.ForeignKey(Card, on_delete=models.CASCADE, related_name="photos")
+    image = models.FileField(max_length=512)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    frame_coords_left = models.IntegerField()
+    frame_coords_top = models.IntegerField()
+    frame_coords_right = models.IntegerField()
+    frame_coords_bottom = models.IntegerField()
+    confidence = models.FloatField()
+    quality = models.FloatField()
+    embedding = models.BinaryField(editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"photo {self.pk} of card {self.card_id}"

@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
-from videos import cleanup, clusters, exports, jobs, retention
+from videos import cleanup, clusters, exports, jobs, matching, retention
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ def sweep_jobs() -> list[int]:
     except Exception:  # housekeeping never stops the sweeper
         logger.exception("temporary files sweep failed")
     try:
+        matching.matching_sweep()  # face events still waiting for watch list matching
+    except (OperationalError, InterfaceError):
+        logger.exception("matching sweep failed")
+    try:
         cleanup.detections_expire()
     except (OperationalError, InterfaceError):
         logger.exception("detection expiry failed")
@@ -72,7 +76,15 @@ def apply_retention() -> dict:
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60, max_retries=5)
 def cluster_archive(archive_id: int) -> None:
     """Cluster a finished archive's events (idempotent); sent by videos.jobs.job_finish."""
-    clusters.cluster_archive(archive_id=archive_id)
+    if clusters.cluster_archive(archive_id=archive_id) is not None:
+        matching.enqueue_matching()  # its face events against the watch lists
+
+
+@shared_task(name="videos.match_faces", acks_late=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60, max_retries=5)
+def match_faces(card_ids: list[int] | None = None, list_ids: list[int] | None = None) -> None:
+    """Match pending face events against the watch lists' cards (idempotent); sent by videos.matching."""
+    matching.match_faces(card_ids=card_ids or (), list_ids=list_ids or ())
 
 
 @worker_ready.connect

@@ -7,7 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from videos.event_selectors import ClusterSources
-from videos.models import Cluster
+from videos.models import Card, Cluster
+from videos.serializers.archives import StrictPrimaryKeyRelatedField
 from videos.serializers.events import absolute_url
 from videos.serializers.fields import (
     ExcessFieldsRejectMixin,
@@ -90,3 +91,16 @@ class ClusterSplitSerializer(ExcessFieldsRejectMixin, serializers.Serializer):
     )
     name = StrictCharField(max_length=256, allow_blank=True, required=False, default="",
                            help_text="The new cluster's name.")
+
+
+class FaceClusterSerializer(ClusterSerializer):
+    card = serializers.IntegerField(source="card_id", read_only=True, allow_null=True,
+                                    help_text="The watch list card of the person it is (PATCH to set), or null.")
+
+
+class FaceClusterUpdateSerializer(ClusterUpdateSerializer):
+    """PATCH of a face cluster: `name` (persons) and `card`, the watch list card of the person it is (null to
+    detach)."""
+
+    card = StrictPrimaryKeyRelatedField(queryset=Card.objects.all(), allow_null=True, required=False,
+                                        help_text="The watch list card of the person it is, or null.")

@@ -193,6 +193,11 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_DETECT_RATE": "-1"}, "FFV_DETECT_RATE"),
         ({"FFV_DETECT_RATE": "ten"}, "FFV_DETECT_RATE"),
         ({"FFV_SKIP_DUPLICATE_FRAMES": "sometimes"}, "FFV_SKIP_DUPLICATE_FRAMES"),
+        ({"FFV_WEBHOOK_ALLOWED_NETWORKS": "receivers.internal"}, "FFV_WEBHOOK_ALLOWED_NETWORKS"),
+        ({"FFV_WEBHOOK_TIMEOUT_SECONDS": "0"}, "FFV_WEBHOOK_TIMEOUT_SECONDS"),
+        ({"FFV_WEBHOOK_MAX_ATTEMPTS": "0"}, "FFV_WEBHOOK_MAX_ATTEMPTS"),
+        ({"FFV_WEBHOOK_BATCH_SIZE": "lots"}, "FFV_WEBHOOK_BATCH_SIZE"),
+        ({"FFV_WEBHOOK_SWEEP_INTERVAL": "0.1"}, "FFV_WEBHOOK_SWEEP_INTERVAL"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
@@ -20,6 +21,8 @@ from videos.models import (
     FaceCluster,
     FaceEvent,
     VideoArchive,
+    Webhook,
+    WebhookDelivery,
 )
 from videos.services import JOB_INPUT_FIELDS, archive_delete
 
@@ -173,3 +176,39 @@ class ClusterAdmin(admin.ModelAdmin):
 admin.site.register(FaceCluster, ClusterAdmin)
 admin.site.register(BodyCluster, ClusterAdmin)
 admin.site.register(CarCluster, ClusterAdmin)
+
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    """A webhook's deliveries, read-only, newest first: what an operator looks at when a receiver fails."""
+
+    model = WebhookDelivery
+    fields = ["uuid", "event_type", "ordering_key", "status", "attempts", "last_status_code", "last_error",
+              "next_attempt_date", "created_date", "delivered_date"]
+    readonly_fields = fields
+    ordering = ["-id"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    """The secret is never shown: left empty on a change, the current one stays."""
+
+    list_display = ["id", "name", "url", "active", "event_types", "created_date"]
+    list_filter = ["active"]
+    filter_horizontal = ["camera_groups"]
+    inlines = [WebhookDeliveryInline]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        secret = form.base_fields["secret"]
+        secret.widget = forms.PasswordInput(render_value=False)
+        secret.required = obj is None
+        return form
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change and not form.cleaned_data.get("secret"):
+            obj.secret = Webhook.objects.filter(pk=obj.pk).values_list("secret", flat=True).first() or ""
+        super().save_model(request, obj, form, change)

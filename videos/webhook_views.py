@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from videos.models import DeliveryStatus, WebhookEventType
 from videos.permissions import requires
 from videos.serializers.webhooks import WebhookDeliveryPageSerializer, WebhookDeliverySerializer, WebhookSerializer
 from videos.views import ApiModelViewSet
@@ -21,8 +22,23 @@ from videos.webhooks import selectors, services
     list=extend_schema(summary="List webhooks"),
     create=extend_schema(summary="Add a webhook (README \"Webhooks\": signature, retries, order)"),
     deliveries=extend_schema(summary="The webhook's deliveries, newest first: status, attempts, last error",
-                             responses={200: WebhookDeliveryPageSerializer}, filters=True,
+                             # The filters by hand: drf-spectacular would read them against the webhooks' queryset.
+                             responses={200: WebhookDeliveryPageSerializer},
                              parameters=[
+                                 OpenApiParameter("status", {"type": "array", "items": {
+                                     "type": "string", "enum": list(DeliveryStatus.values)}}, explode=True,
+                                     description="pending, delivered, failed (repeated for several)."),
+                                 OpenApiParameter("event_type", {"type": "string",
+                                                                 "enum": list(WebhookEventType.values)}),
+                                 OpenApiParameter("ordering", {"type": "string", "enum": [
+                                     "id", "-id", "created_date", "-created_date"]}),
+                                 *[OpenApiParameter(f"created_date_{op}", {"type": "string", "format": "date-time"})
+                                   for op in ("gt", "gte", "lt", "lte")],
+                                 OpenApiParameter("created_date_last_n_days", {"type": "number", "minimum": 0,
+                                                                               "maximum": 100000}),
+                                 *[OpenApiParameter(f"created_date_nth_{week}_week", {"type": "integer", "minimum": 1,
+                                                                                      "maximum": 10000})
+                                   for week in ("full", "work")],
                                  OpenApiParameter("limit", {"type": "integer", "minimum": 1,
                                                             "maximum": settings.FFV_PAGE_SIZE_MAX},
                                                   description="Number of results to return per page."),

@@ -65,8 +65,8 @@ class WebhookSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
                                        "update without it keeps the current one).")
     active = StrictBooleanField(required=False, default=True)
     event_types = StrictListField(
-        child=StrictChoiceField(choices=WebhookEventType.choices), min_length=1, max_length=len(WebhookEventType),
-        help_text="archive.status, event.matched, cluster.created.")
+        child=StrictChoiceField(choices=WebhookEventType.choices), max_length=len(WebhookEventType),
+        help_text="One or more of archive.status, event.matched, cluster.created.")
     camera_groups = StrictListField(
         child=StrictPrimaryKeyRelatedField(queryset=CameraGroup.objects.all()), required=False, default=list,
         max_length=1000, help_text="Only events of these camera groups (empty: all).")
@@ -82,6 +82,12 @@ class WebhookSerializer(ExcessFieldsRejectMixin, serializers.ModelSerializer):
         fields = ["id", "name", "url", "secret", "active", "event_types", "camera_groups", "watch_lists",
                   "min_confidence", "created_date", "modified_date"]
         read_only_fields = ["id", "created_date", "modified_date"]
+
+    def validate_event_types(self, value: list[str]) -> list[str]:
+        # Not `min_length` on the field: the response schema would then claim it of rows the admin may have saved.
+        if not value:
+            raise serializers.ValidationError(_("Choose at least one event type."))
+        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and not attrs.get("secret"):

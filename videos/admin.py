@@ -192,10 +192,29 @@ class WebhookDeliveryInline(admin.TabularInline):
     can_delete = False
 
 
+class WebhookAdminForm(forms.ModelForm):
+    class Meta:
+        model = Webhook
+        fields = ["name", "url", "secret", "active", "event_types", "camera_groups", "watch_lists", "min_confidence"]
+
+    def clean_url(self) -> str:
+        """The API's check (url policy of archive sources, URI characters), in the admin too."""
+        from rest_framework.exceptions import ValidationError as DRFValidationError
+
+        from videos.serializers.webhooks import validate_webhook_url
+
+        url = self.cleaned_data["url"]
+        try:
+            return validate_webhook_url(url)
+        except DRFValidationError as exc:
+            raise ValidationError([str(message) for message in exc.detail]) from exc
+
+
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
     """The secret is never shown: left empty on a change, the current one stays."""
 
+    form = WebhookAdminForm
     list_display = ["id", "name", "url", "active", "event_types", "created_date"]
     list_filter = ["active"]
     filter_horizontal = ["camera_groups"]

@@ -184,3 +184,32 @@ def test_a_viewer_reads_but_cannot_write(db):
     assert viewer.get("/webhooks/").status_code == 200
     assert_error(viewer.post("/webhooks/", body(), format="json"), 403, "PERMISSION_DENIED")
     assert not Webhook.objects.exists()
+
+
+def test_the_admin_shows_deliveries_keeps_the_secret_and_applies_the_url_policy(client, default_group):
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("admin", password="pw", email=""))
+    form = {"name": "ops", "url": "http://10.0.0.5/hook", "secret": SECRET, "active": "on",
+            "event_types": '["archive.status"]', "watch_lists": "[]", "min_confidence": "",
+            "deliveries-TOTAL_FORMS": "0", "deliveries-INITIAL_FORMS": "0"}
+    response = client.post("/admin/videos/webhook/add/", form)
+    assert response.status_code == 200 and not Webhook.objects.exists()
+    assert "Private, loopback and link-local hosts are not allowed." in response.content.decode()
+    response = client.post("/admin/videos/webhook/add/", {**form, "url": "https://hooks.example.com/ffv"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    webhook = Webhook.objects.get()
+    assert webhook.secret == SECRET
+    archive = VideoArchive.objects.create(camera_group=default_group, name="clip")
+    notify_archive_status(archive.pk, JobState.COMPLETED)
+    page = client.get(f"/admin/videos/webhook/{webhook.pk}/change/").content.decode()
+    delivery = webhook.deliveries.get()
+    assert str(delivery.uuid) in page and "archive.status" in page
+    assert SECRET not in page
+    response = client.post(f"/admin/videos/webhook/{webhook.pk}/change/",
+                           {**form, "url": "https://hooks.example.com/ffv", "secret": "", "name": "renamed",
+                            "deliveries-TOTAL_FORMS": "1", "deliveries-INITIAL_FORMS": "1",
+                            "deliveries-0-id": str(delivery.pk), "deliveries-0-webhook": str(webhook.pk)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    webhook.refresh_from_db()
+    assert (webhook.name, webhook.secret) == ("renamed", SECRET)

@@ -109,13 +109,16 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: WebhookPolicy) 
             connection = PinnedHTTPConnection(host, port, address, left)
         # One deadline for the attempt: a receiver that trickles its answer a byte at a time cannot hold the
         # worker past it (the socket's own timeout bounds each read only).
-        timer = threading.Timer(left, _abort, args=(connection,))
+        aborted = threading.Event()
+        timer = threading.Timer(left, _abort, args=(connection, aborted))
         timer.daemon = True
         timer.start()
         try:
             connection.request("POST", path, body=body, headers=sent)
             response = connection.getresponse()
             status = response.status
+            if aborted.is_set():  # cut off at the deadline: what was read of the answer may be any part of it
+                raise TimeoutError("the attempt's deadline passed")
         except (OSError, http.client.HTTPException, ValueError) as exc:
             failure = "timed out" if isinstance(exc, TimeoutError) or time.monotonic() >= deadline else \
                 f"connection failed ({type(exc).__name__})"
@@ -132,7 +135,8 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: WebhookPolicy) 
     return PostResult(False, None, failure)
 
 
-def _abort(connection: http.client.HTTPConnection) -> None:
+def _abort(connection: http.client.HTTPConnection, aborted: threading.Event) -> None:
+    aborted.set()
     sock = connection.sock
     if sock is not None:
         try:

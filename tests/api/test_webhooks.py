@@ -213,3 +213,21 @@ def test_the_admin_shows_deliveries_keeps_the_secret_and_applies_the_url_policy(
     assert response.status_code == 302, response.content.decode()[:2000]
     webhook.refresh_from_db()
     assert (webhook.name, webhook.secret) == ("renamed", SECRET)
+
+
+def test_the_schema_documents_webhooks_without_the_secret_in_responses(hooks):
+    import json
+
+    schema = json.loads(hooks.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    for path, method in (("/webhooks/", "get"), ("/webhooks/", "post"), ("/webhooks/{id}/", "put"),
+                         ("/webhooks/{id}/", "patch"), ("/webhooks/{id}/", "delete"),
+                         ("/webhooks/{id}/deliveries/", "get"), ("/webhooks/count/", "get")):
+        assert method in schema["paths"][path], (path, method)
+    response = schema["components"]["schemas"]["Webhook"]["properties"]
+    assert "secret" not in response and "url" in response
+    assert "secret" in schema["components"]["schemas"]["WebhookRequest"]["properties"]
+    params = {param["name"] for param in schema["paths"]["/webhooks/{id}/deliveries/"]["get"]["parameters"]}
+    assert {"status", "event_type", "ordering", "limit", "page"} <= params
+    items = schema["components"]["schemas"]["WebhookRequest"]["properties"]["event_types"]["items"]
+    enum = schema["components"]["schemas"][items["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert sorted(enum) == ["archive.status", "cluster.created", "event.matched"]

@@ -314,3 +314,19 @@ def test_the_body_is_the_same_bytes_on_every_attempt(group):
         bodies = [item.body for item in receiver.requests]
     assert len(bodies) == 2 and bodies[0] == bodies[1]
     assert json.loads(bodies[0])["events"][0]["data"]["job_state"] == "completed"
+
+
+def test_a_deactivated_webhooks_deliveries_wait_and_go_once_it_is_active(group):
+    archive = make_archive(group)
+    with webhook_receiver(SECRET) as receiver:
+        webhook = make_webhook(receiver.url)
+        notify_archive_status(archive.pk, JobState.COMPLETED)
+        Webhook.objects.filter(pk=webhook.pk).update(active=False)
+        notify_archive_status(archive.pk, JobState.QUEUED)  # an inactive webhook gets no new deliveries
+        delivery = WebhookDelivery.objects.get()
+        assert delivery_attempt(delivery_id=delivery.pk) is None
+        assert receiver.count() == 0
+        Webhook.objects.filter(pk=webhook.pk).update(active=True)
+        assert delivery_attempt(delivery_id=delivery.pk).ok
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)

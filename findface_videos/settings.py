@@ -447,3 +447,21 @@ if FFV_WORKER_METRICS_BIND:
 FFV_UPLOAD_TEMP_MAX_AGE = env_int("FFV_UPLOAD_TEMP_MAX_AGE", 3600, minimum=60)
 # `/detect/` results (search probes) are deleted this many seconds after they were made.
 FFV_DETECTION_MAX_AGE = env_int("FFV_DETECTION_MAX_AGE", 24 * 3600, minimum=60)
+
+# --- Exports of events (videos.exports, /exports/): built by a task on the control queue, kept this many seconds
+# after they are done (then the sweeper deletes the file and the download answers 410), at most this many rows.
+FFV_EXPORT_TTL_SECONDS = env_int("FFV_EXPORT_TTL_SECONDS", 24 * 3600, minimum=60)
+FFV_EXPORT_MAX_ROWS = env_int("FFV_EXPORT_MAX_ROWS", 100_000, minimum=1)
+
+# --- Retention (videos.retention), run by beat every FFV_RETENTION_INTERVAL seconds; a number of days, 0 = keep
+# forever. Events older than their limit go with their pictures (matched ones, of a watch list, and unmatched ones
+# separately); full frames of events older than FFV_RETENTION_FULLFRAME_DAYS go before the events (thumbnails stay).
+FFV_RETENTION_MATCHED_DAYS = env_float("FFV_RETENTION_MATCHED_DAYS", 0.0, minimum=0.0)
+FFV_RETENTION_UNMATCHED_DAYS = env_float("FFV_RETENTION_UNMATCHED_DAYS", 0.0, minimum=0.0)
+FFV_RETENTION_FULLFRAME_DAYS = env_float("FFV_RETENTION_FULLFRAME_DAYS", 0.0, minimum=0.0)
+FFV_RETENTION_INTERVAL = env_float("FFV_RETENTION_INTERVAL", 3600.0, minimum=1.0)
+CELERY_BEAT_SCHEDULE["retention"] = {
+    "task": "videos.apply_retention",
+    "schedule": FFV_RETENTION_INTERVAL,
+    "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_RETENTION_INTERVAL},
+}

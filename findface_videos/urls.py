@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
-from videos import event_views, views, webhook_views
+from videos import event_views, export_views, views, webhook_views
 from videos.auth_views import LoginView, LogoutView
 from videos.detect_views import DetectView
 from videos.metrics_views import MetricsView
@@ -21,6 +21,8 @@ router.register("webhooks", webhook_views.WebhookViewSet, basename="webhook")
 for _kind, _plural in event_views.PLURAL.items():
     router.register(f"events/{_plural}", event_views.EVENT_VIEWSETS[_kind], basename=f"{_kind}event")
     router.register(f"clusters/{_plural}", event_views.CLUSTER_VIEWSETS[_kind], basename=f"{_kind}cluster")
+
+router.register("exports", export_views.ExportViewSet, basename="export")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -198,6 +198,12 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_WEBHOOK_MAX_ATTEMPTS": "0"}, "FFV_WEBHOOK_MAX_ATTEMPTS"),
         ({"FFV_WEBHOOK_BATCH_SIZE": "lots"}, "FFV_WEBHOOK_BATCH_SIZE"),
         ({"FFV_WEBHOOK_SWEEP_INTERVAL": "0.1"}, "FFV_WEBHOOK_SWEEP_INTERVAL"),
+        ({"FFV_EXPORT_TTL_SECONDS": "5"}, "FFV_EXPORT_TTL_SECONDS"),
+        ({"FFV_EXPORT_MAX_ROWS": "0"}, "FFV_EXPORT_MAX_ROWS"),
+        ({"FFV_RETENTION_MATCHED_DAYS": "-1"}, "FFV_RETENTION_MATCHED_DAYS"),
+        ({"FFV_RETENTION_UNMATCHED_DAYS": "a month"}, "FFV_RETENTION_UNMATCHED_DAYS"),
+        ({"FFV_RETENTION_FULLFRAME_DAYS": "-0.5"}, "FFV_RETENTION_FULLFRAME_DAYS"),
+        ({"FFV_RETENTION_INTERVAL": "0"}, "FFV_RETENTION_INTERVAL"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

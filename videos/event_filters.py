@@ -76,6 +76,8 @@ class ClusterFilterSet(CreatedDateFilterSet):
     """`video_archive` / `camera_groups`: clusters with at least one event from those archives / groups."""
 
     id_in = IntegerListFilter(field_name="id", label="Cluster ids (repeated or comma list).")
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256,
+                                              label="Clusters whose name contains this (any case).")
     video_archive = IntegerListFilter(method="filter_member", field_name="video_archive_id",
                                       label="Clusters with events from these archives (repeated or comma list).")
     camera_groups = IntegerListFilter(method="filter_member", field_name="camera_group_id",

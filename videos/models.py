@@ -289,13 +289,19 @@ class Cluster(models.Model):
     """A group of events of one kind that look alike (one person, one car), across archives and camera groups.
 
     `centroid` is the sum of the members' unit embeddings (float32 bytes): adding or removing a member updates it
-    without reading the others, and its direction is the cluster's mean appearance.
+    without reading the others, and its direction is the cluster's mean appearance. An empty cluster (only a
+    `curated` one stays when empty) keeps its last direction there instead; the first event to join replaces it.
     """
 
     created_date = models.DateTimeField(auto_now_add=True, db_index=True)
     modified_date = models.DateTimeField(auto_now=True)
     event_count = models.PositiveIntegerField(default=0)
     centroid = models.BinaryField(editable=False)
+    # A person's name (videos.persons); "" for a cluster nobody named.
+    name = models.CharField(max_length=256, blank=True, default="")
+    # Named, merged or split by a person: kept when its events go (re-processing, deletions), with its last
+    # direction as `centroid` and event_count 0, so that the events of a later run can come back to it.
+    curated = models.BooleanField(default=False)
 
     class Meta:
         abstract = True
@@ -377,6 +383,32 @@ class RowCount(models.Model):
         return f"{self.table_name}[{self.slot}] = {self.rows}"
 
 
+class ClusterPin(models.Model):
+    """Where a person put an event of an archive that is being re-processed (videos.persons).
+
+    When an archive's events leave their clusters (a new run purges them), each event of a curated cluster
+    leaves a pin keyed like the event's uniqueness (track, policy, frame); when the archive is clustered again,
+    its new events with those keys go straight back to the pinned cluster, and the pins are dropped. Events a run
+    makes differently (other settings) find their cluster by similarity as any other.
+    """
+
+    video_archive = models.ForeignKey(VideoArchive, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    cluster_id = models.PositiveBigIntegerField()  # no foreign key: a pin to a cluster that went is ignored
+    track_id = models.PositiveIntegerField()
+    post_policy = models.CharField(max_length=16)
+    frame_index = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["video_archive", "kind", "track_id", "post_policy", "frame_index"],
+                                    name="clusterpin_once_per_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pin of a {self.kind} event of archive {self.video_archive_id} to cluster {self.cluster_id}"
+
+
 EVENT_MODELS: dict[str, type[Event]] = {"face": FaceEvent, "body": BodyEvent, "car": CarEvent}
 CLUSTER_MODELS: dict[str, type[Cluster]] = {"face": FaceCluster, "body": BodyCluster, "car": CarCluster}
 
@@ -401,6 +433,60 @@ class FaceDetection(models.Model):
 
     def __str__(self) -> str:
         return f"face detection {self.pk}"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    IN_PROGRESS = "in_progress", _("In progress")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    EXPIRED = "expired", _("Expired")
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    ZIP = "zip", "ZIP"
+
+
+class Export(models.Model):
+    """Events of one kind selected by the event list's filters, written as CSV (or a ZIP of CSV and thumbnails)
+    by a background task (videos.exports); downloadable by its owner (or staff) until `expires_at`.
+
+    Job state lives here like an archive's: the task claims the row with a conditional UPDATE (`claim`), writes
+    `progress` and `heartbeat` while it runs, and a sweeper re-sends a queued or abandoned one.
+    """
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    # The event list's query parameters, {name: [values]}, validated by its FilterSet when the export was made.
+    filters = models.JSONField(default=dict, blank=True)
+    limit = models.PositiveIntegerField()
+    # The absolute URL root of the API the export was asked through (event picture URLs in the CSV).
+    base_url = models.CharField(max_length=2048, blank=True, default="")
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED,
+                              db_index=True)
+    progress = models.FloatField(default=0.0)
+    total = models.PositiveIntegerField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    truncated = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    claim = models.CharField(max_length=64, blank=True, default="")
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    file = models.FileField(max_length=512, blank=True, default="")
+    file_size = models.BigIntegerField(default=0)
+    msg_code = models.CharField(max_length=64, blank=True, default="")
+    finish_date = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "heartbeat"], name="export_lease_idx")]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.kind} events, {self.format})"
 
 
 class WebhookEventType(models.TextChoices):

@@ -171,6 +171,16 @@ def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> Vi
     return archive
 
 
+def source_check(*, source: str | BinaryIO, size: int) -> MediaInfo:
+    """What archive_upload_source refuses, for a file already received (the admin's upload form checks it before
+    the archive is written): over the size limit (413), empty (400), not a readable video (415)."""
+    if size > settings.FFV_MAX_UPLOAD_SIZE:
+        raise PayloadTooLarge(_("The file is larger than the limit of %(limit)d bytes.")
+                              % {"limit": settings.FFV_MAX_UPLOAD_SIZE})
+    _check_received(size, size)
+    return _probe(source)
+
+
 def _check_received(received: int, size: int) -> None:
     if received == 0:
         raise BadParam(_("The file is empty."), param="source_file")

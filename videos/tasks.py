@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -9,7 +10,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
-from videos import cleanup, clusters, jobs
+from videos import cleanup, clusters, exports, jobs, retention
 from videos.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,23 @@ def sweep_jobs() -> list[int]:
         cleanup.detections_expire()
     except (OperationalError, InterfaceError):
         logger.exception("detection expiry failed")
+    try:
+        exports.exports_sweep()  # expired export files; export builds lost or abandoned
+    except Exception:
+        logger.exception("export sweep failed")
     return resent
+
+
+@shared_task(name="videos.build_export", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def build_export(self, export_id: int) -> None:
+    """Build one export (videos.exports); a redelivered message finds nothing to claim."""
+    exports.export_build(export_id=export_id)
+
+
+@shared_task(name="videos.apply_retention", acks_late=False, ignore_result=True)
+def apply_retention() -> dict:
+    """Periodic (celery beat, FFV_RETENTION_INTERVAL): delete events and full frames past their retention."""
+    return dataclasses.asdict(retention.retention_apply())
 
 
 @shared_task(name="videos.cluster_archive", acks_late=True, ignore_result=True,

@@ -46,7 +46,7 @@ def run_pipeline(
         progress.resumed_from_frame = resume_frame
         progress.checkpoint = dict(resume)
     reporter = ProgressReporter(progress, stats, interval=settings.progress_interval, on_progress=on_progress,
-                                should_stop=should_stop)
+                                should_stop=should_stop, end_time=settings.span[1] if settings.span else None)
     source = FrameSource.open(settings, stats, first_index=max(0, resume_frame))
     try:
         frames = iter(source)

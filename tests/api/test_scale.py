@@ -292,3 +292,24 @@ def test_fast_representation_leaves_out_a_field_drf_skips():
 
     row = SimpleNamespace(name="a")
     assert Fast(row).data == Plain(row).data == {"name": "a"}
+
+
+def test_list_page_completes_each_archives_own_stream_settings(api, default_group):
+    """A list page completes each distinct stored text once and shares the result between rows: every row must
+    still show its own archive's settings, as the archive's own page shows them."""
+    stored = [
+        {},
+        {"detectors": {"face": None}},
+        {"detectors": {"car": {"filter_min_quality": 0.5}}, "rot": "10,10,200,200"},
+        {"detectors": {"body": {"filter_min_size": 40}}, "video_decoder_disabled": True},
+        {"unknown_key": [1, 2]},
+    ]
+    archives = []
+    for settings in stored * 2:  # each text twice: shared within the page
+        archives.append(VideoArchive.objects.create(camera_group=default_group, name="s", stream_settings=settings))
+    page = api.get("/videos/?limit=1000").json()["results"]
+    assert len(page) == len(archives)
+    for row in page:
+        own = api.get(f"/videos/{row['id']}/").json()["stream_settings"]
+        assert json.dumps(row["stream_settings"]) == json.dumps(own), row["id"]
+    assert len({json.dumps(row["stream_settings"]) for row in page}) == len(stored)

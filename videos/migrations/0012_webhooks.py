@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('videos', '0009_chunks'),
+        ('videos', '0011_persons'),
     ]
 
     operations = [

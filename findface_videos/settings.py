@@ -257,6 +257,20 @@ FFV_FETCH_TIMEOUT_SECONDS = env_float("FFV_FETCH_TIMEOUT_SECONDS", 15.0, minimum
 FFV_FETCH_DIR = env_str("FFV_FETCH_DIR", "")
 if FFV_FETCH_DIR and not Path(FFV_FETCH_DIR).is_dir():
     raise ImproperlyConfigured(f"FFV_FETCH_DIR={FFV_FETCH_DIR!r} is not a directory")
+
+# --- Webhooks (videos.webhooks): the url policy of archive sources (FFV_URL_ALLOWED_HOSTS, FFV_URL_ALLOW_PRIVATE)
+# applies to subscription URLs too; FFV_WEBHOOK_ALLOWED_NETWORKS opens private networks to receivers only (an
+# internal receiver, loopback in tests). Each attempt has FFV_WEBHOOK_TIMEOUT_SECONDS in all; a failed one is tried
+# again after FFV_WEBHOOK_RETRY_BASE_SECONDS x 2^(attempts-1), at most FFV_WEBHOOK_RETRY_MAX_SECONDS, until
+# FFV_WEBHOOK_MAX_ATTEMPTS; one POST carries at most FFV_WEBHOOK_BATCH_SIZE events; beat re-sends due deliveries
+# every FFV_WEBHOOK_SWEEP_INTERVAL seconds.
+FFV_WEBHOOK_ALLOWED_NETWORKS = env_networks("FFV_WEBHOOK_ALLOWED_NETWORKS", [])
+FFV_WEBHOOK_TIMEOUT_SECONDS = env_float("FFV_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+FFV_WEBHOOK_MAX_ATTEMPTS = env_int("FFV_WEBHOOK_MAX_ATTEMPTS", 12, minimum=1)
+FFV_WEBHOOK_RETRY_BASE_SECONDS = env_float("FFV_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.0)
+FFV_WEBHOOK_RETRY_MAX_SECONDS = env_float("FFV_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.0)
+FFV_WEBHOOK_BATCH_SIZE = env_int("FFV_WEBHOOK_BATCH_SIZE", 100, minimum=1)
+FFV_WEBHOOK_SWEEP_INTERVAL = env_float("FFV_WEBHOOK_SWEEP_INTERVAL", 10.0, minimum=0.5)
 # How often a running job writes its statistic and reads the stop flag.
 FFV_PROGRESS_INTERVAL = env_float("FFV_PROGRESS_INTERVAL", 1.0, minimum=0.05)
 # A job whose worker has not written a heartbeat for this long is taken to be dead and may be claimed again.
@@ -367,6 +381,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "videos.sweep_jobs",
         "schedule": FFV_SWEEP_INTERVAL,
         "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_SWEEP_INTERVAL},
+    },
+    # Webhook deliveries that are due (a retry's time has come, a worker died mid-delivery, a message was lost).
+    "sweep-webhooks": {
+        "task": "videos.sweep_webhooks",
+        "schedule": FFV_WEBHOOK_SWEEP_INTERVAL,
+        "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_WEBHOOK_SWEEP_INTERVAL},
     },
 }
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 4 * 1024 * 1024, minimum=0)

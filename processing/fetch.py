@@ -136,10 +136,10 @@ def _open(url: str, policy: FetchPolicy, *, first: bool) -> tuple[http.client.HT
     for address in addresses:
         if parts.scheme == "https":
             context = policy.ssl_context or ssl.create_default_context()
-            connection: http.client.HTTPConnection = _PinnedHTTPSConnection(host, port, address, policy.timeout,
+            connection: http.client.HTTPConnection = PinnedHTTPSConnection(host, port, address, policy.timeout,
                                                                             context)
         else:
-            connection = _PinnedHTTPConnection(host, port, address, policy.timeout)
+            connection = PinnedHTTPConnection(host, port, address, policy.timeout)
         try:
             connection.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                                                      "Accept": "*/*"})
@@ -178,7 +178,7 @@ def _copy_body(response: http.client.HTTPResponse, out: BinaryIO, policy: FetchP
         on_data()
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
+class PinnedHTTPConnection(http.client.HTTPConnection):
     """An HTTP connection to `address`, whatever `host` resolves to now; `host` still goes in the Host header."""
 
     def __init__(self, host: str, port: int, address: Address, timeout: float) -> None:
@@ -190,7 +190,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+class PinnedHTTPSConnection(PinnedHTTPConnection):
     """TLS on the pinned connection: SNI and the certificate check are for `host`, not the address."""
 
     default_port = 443

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
@@ -27,6 +28,8 @@ from videos.models import (
     FaceCluster,
     FaceEvent,
     VideoArchive,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -189,3 +192,58 @@ class ClusterAdmin(admin.ModelAdmin):
 admin.site.register(FaceCluster, ClusterAdmin)
 admin.site.register(BodyCluster, ClusterAdmin)
 admin.site.register(CarCluster, ClusterAdmin)
+
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    """A webhook's deliveries, read-only, newest first: what an operator looks at when a receiver fails."""
+
+    model = WebhookDelivery
+    fields = ["uuid", "event_type", "ordering_key", "status", "attempts", "last_status_code", "last_error",
+              "next_attempt_date", "created_date", "delivered_date"]
+    readonly_fields = fields
+    ordering = ["-id"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+class WebhookAdminForm(forms.ModelForm):
+    class Meta:
+        model = Webhook
+        fields = ["name", "url", "secret", "active", "event_types", "camera_groups", "watch_lists", "min_confidence"]
+
+    def clean_url(self) -> str:
+        """The API's check (url policy of archive sources, URI characters), in the admin too."""
+        from rest_framework.exceptions import ValidationError as DRFValidationError
+
+        from videos.serializers.webhooks import validate_webhook_url
+
+        url = self.cleaned_data["url"]
+        try:
+            return validate_webhook_url(url)
+        except DRFValidationError as exc:
+            raise ValidationError([str(message) for message in exc.detail]) from exc
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    """The secret is never shown: left empty on a change, the current one stays."""
+
+    form = WebhookAdminForm
+    list_display = ["id", "name", "url", "active", "event_types", "created_date"]
+    list_filter = ["active"]
+    filter_horizontal = ["camera_groups"]
+    inlines = [WebhookDeliveryInline]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        secret = form.base_fields["secret"]
+        secret.widget = forms.PasswordInput(render_value=False)
+        secret.required = obj is None
+        return form
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change and not form.cleaned_data.get("secret"):
+            obj.secret = Webhook.objects.filter(pk=obj.pk).values_list("secret", flat=True).first() or ""
+        super().save_model(request, obj, form, change)

@@ -18,6 +18,7 @@ PROCESS_TASK = "videos.process_archive"
 CHUNK_TASK = "videos.process_chunk"
 CLUSTER_TASK = "videos.cluster_archive"
 SWEEP_TASK = "videos.sweep_jobs"
+WEBHOOK_DELIVERY_TASK = "videos.deliver_webhook"
 EXPORT_TASK = "videos.build_export"
 
 
@@ -41,6 +42,12 @@ def send_chunk(chunk_id: int, task_id: str) -> None:
 def send_clustering(archive_id: int) -> None:
     current_app.send_task(CLUSTER_TASK, args=[archive_id], queue=settings.FFV_CONTROL_QUEUE, retry=True,
                           retry_policy=SEND_RETRY)
+
+
+def send_webhook_delivery(delivery_id: int, countdown: float | None = None) -> None:
+    """Send one webhook delivery (control queue), now or after `countdown` seconds (a retry's backoff)."""
+    current_app.send_task(WEBHOOK_DELIVERY_TASK, args=[delivery_id], queue=settings.FFV_CONTROL_QUEUE,
+                          countdown=countdown, retry=True, retry_policy=SEND_RETRY)
 
 
 def send_export(export_id: int, task_id: str) -> None:

@@ -37,6 +37,7 @@ from kombu.exceptions import KombuError, OperationalError
 from processing.clustering import ClusteringResult, ClusterState, Item, assign_clusters
 from videos.broker import send_clustering
 from videos.models import BUSY_STATES, CLUSTER_MODELS, EVENT_MODELS, ClusterPin, JobState, VideoArchive
+from videos.webhooks import notify_new_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _cluster_kind(kind: str, archive_id: int) -> int:
     for dim, items in items_by_dim.items():
         states = list(_cluster_states(cluster_model, dim, frames))
         result = assign_clusters(states, items, threshold=cluster_threshold(kind))
-        _write(kind, result, quality)
+        _write(kind, result, quality, archive_id=archive_id)
         placed += len(result.assignments)
     return placed
 
@@ -230,7 +231,7 @@ def _best_of(event_ids: Iterable[int], quality: dict[int, float]) -> int:
     return max(event_ids, key=lambda event_id: _rank(quality[event_id], event_id))
 
 
-def _write(kind: str, result: ClusteringResult, quality: dict[int, float]) -> None:
+def _write(kind: str, result: ClusteringResult, quality: dict[int, float], *, archive_id: int) -> None:
     event_model, cluster_model = EVENT_MODELS[kind], CLUSTER_MODELS[kind]
     members = result.members()
     now = timezone.now()
@@ -261,6 +262,7 @@ def _write(kind: str, result: ClusteringResult, quality: dict[int, float]) -> No
     for key, event_ids in members.items():
         for chunk in _chunks(sorted(event_ids)):
             event_model.objects.filter(pk__in=chunk).update(cluster_id=cluster_id.get(key, key))
+    notify_new_clusters(kind, archive_id, created)  # in clustering's transaction (webhooks' outbox)
 
 
 # --- taking an archive out of its clusters

@@ -33,6 +33,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 from videos.broker import send_matching
 from videos.models import Card, CardPhoto, FaceEvent, WatchList
+from videos.webhooks import MatchedEvent, notify_matched_events
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ def _match_events(ids: list[int], cards: CardSet) -> list[int]:
     relink: list[int] = []
     links = []
     newly: list[int] = []
+    found: list[tuple[int, int, list[int], float | None]] = []
     for (event_id, _group, _raw, old_card, old_confidence, shown), match in zip(rows, matches, strict=True):
         card = match.card_id if match else None
         confidence = match.confidence if match else None
@@ -194,11 +196,16 @@ def _match_events(ids: list[int], cards: CardSet) -> list[int]:
             links.extend(through(faceevent_id=event_id, watchlist_id=list_id) for list_id in sorted(lists))
         if card is not None and card != old_card:
             newly.append(event_id)
+            found.append((event_id, card, sorted(lists), confidence))
     if changed:
         FaceEvent.objects.bulk_update(changed, ["matched_card", "match_confidence", "matched_list_ids"])
     if relink:
         through.objects.filter(faceevent_id__in=relink).delete()
         through.objects.bulk_create(links)
+    if found:  # webhooks' outbox rows, in this transaction: committed with the matches or not at all
+        events = FaceEvent.objects.in_bulk([event_id for event_id, *_rest in found])
+        notify_matched_events([MatchedEvent(events[event_id], card, lists, float(confidence or 0.0))
+                               for event_id, card, lists, confidence in found if event_id in events])
     return newly
 
 

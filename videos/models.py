@@ -561,3 +561,80 @@ class CardPhoto(models.Model):
 
     def __str__(self) -> str:
         return f"photo {self.pk} of card {self.card_id}"
+
+
+class WebhookEventType(models.TextChoices):
+    ARCHIVE_STATUS = "archive.status", _("Archive status changed")
+    EVENT_MATCHED = "event.matched", _("Event matched a watch list")
+    CLUSTER_CREATED = "cluster.created", _("New cluster")
+
+
+class Webhook(models.Model):
+    """A subscription: events of the chosen types that pass its filters are POSTed, signed, to `url`.
+
+    `secret` keys the HMAC signature of each delivery (processing.webhooks); the API never shows it. Filters: camera
+    groups (none: all) for every type; watch lists (ids; none: all) and `min_confidence` for matched events only.
+    """
+
+    name = models.CharField(max_length=256, blank=True, default="")
+    url = models.CharField(max_length=2048)
+    secret = models.CharField(max_length=256)
+    active = models.BooleanField(default=True)
+    event_types = models.JSONField(default=list)
+    camera_groups = models.ManyToManyField(CameraGroup, blank=True, related_name="+")
+    # Watch list ids (the watch lists' own table belongs to matching); a matched event passes when one of its lists
+    # is here.
+    watch_lists = models.JSONField(default=list, blank=True)
+    min_confidence = models.FloatField(null=True, blank=True)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name or f"webhook {self.pk}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class WebhookDelivery(models.Model):
+    """One POST of one or more events to one webhook: the outbox row, written in the transaction that produced the
+    events, and the record of its attempts (videos.webhooks.delivery).
+
+    Deliveries of one webhook with the same `ordering_key` (one archive) go out in id order: one is sent only once
+    every earlier one is delivered or has failed for good. `uuid` is the `X-FFV-Delivery` header, the same on every
+    attempt, by which a receiver drops a delivery it has already had.
+    """
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    uuid = models.UUIDField(unique=True, editable=False)
+    event_type = models.CharField(max_length=32, choices=WebhookEventType.choices)
+    ordering_key = models.CharField(max_length=64)
+    events = models.JSONField(default=list)
+    event_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=512, blank=True, default="")
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    next_attempt_date = models.DateTimeField()
+    # The attempt in flight: its token and when its worker counts as gone (then the sweeper sends it again).
+    claim = models.CharField(max_length=64, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    delivered_date = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["webhook", "ordering_key", "status", "id"], name="delivery_line_idx"),
+            models.Index(fields=["status", "next_attempt_date"], name="delivery_due_idx"),
+            models.Index(fields=["webhook", "-id"], name="delivery_webhook_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.uuid} of {self.webhook_id}"

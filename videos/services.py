@@ -25,6 +25,7 @@ from videos.events import events_purge
 from videos.jobs import job_queue
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
 from videos.storage import StorageUnavailable, media_source, streams_uploads
+from videos.webhooks import notify_archive_status
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ def archive_stop(*, archive_id: int) -> VideoArchive:
         if archive.job_state == JobState.QUEUED:
             archive.job_state = JobState.INTERRUPTED
             archive.save(update_fields=["job_state", "modified_date"])
+            notify_archive_status(archive.pk, JobState.INTERRUPTED)
         elif archive.job_state in RUNNING_STATES:
             archive.stop_requested = True
             archive.save(update_fields=["stop_requested", "modified_date"])

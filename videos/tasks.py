@@ -11,6 +11,7 @@ from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 from videos import cleanup, clusters, exports, jobs, matching, retention
+from videos.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,20 @@ def match_faces(card_ids: list[int] | None = None, list_ids: list[int] | None = 
     matching.match_faces(card_ids=card_ids or (), list_ids=list_ids or ())
 
 
+# Sent by name from videos.broker on the control queue, once the outbox row is committed (videos.webhooks.emit).
+# The delivery's claim lives on its row: a duplicate or redelivered message sends nothing twice at once.
+@shared_task(name="videos.deliver_webhook", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_webhook(delivery_id: int) -> None:
+    """One attempt of a webhook delivery, if it is its turn (videos.webhooks.delivery)."""
+    webhook_delivery.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="videos.sweep_webhooks", acks_late=False, ignore_result=True)
+def sweep_webhooks() -> list[int]:
+    """Periodic (celery beat): webhook deliveries that are due (retries, dead claims, lost messages)."""
+    return webhook_delivery.deliveries_sweep()
+
+
 @worker_ready.connect
 def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
     # A worker that starts after a crash picks the orphaned jobs up without waiting for the next beat.
@@ -98,3 +113,7 @@ def _sweep_when_a_worker_starts(sender=None, **kwargs) -> None:
         cleanup.worker_copies_sweep()  # this host's folders, which the beat's host may not see
     except Exception:
         logger.exception("source copies sweep at worker start failed")
+    try:
+        webhook_delivery.deliveries_sweep()
+    except Exception:
+        logger.exception("webhook sweep at worker start failed")

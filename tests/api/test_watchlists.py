@@ -290,7 +290,8 @@ def test_a_face_cluster_is_attached_to_a_card(staff):
     assert FaceCluster.objects.get(pk=cluster.pk).card_id == card["id"]
     assert_bad_param(staff.patch(url, {"card": 987654}, format="json"), "card")
     assert_bad_param(staff.patch(url, {"card": str(card["id"])}, format="json"), "card")
-    assert_bad_param(staff.patch(url, {"bogus": 5}, format="json"), "bogus")  # (read-only fields echoed back are ignored)
+    # (read-only fields a client echoes back are ignored; unknown ones are not)
+    assert_bad_param(staff.patch(url, {"bogus": 5}, format="json"), "bogus")
     staff.delete(f"/cards/{card['id']}/")
     assert staff.get(url).json()["card"] is None
     viewer = token_client(_user("cluster-viewer", ["view_facecluster"]))
@@ -310,3 +311,29 @@ def test_the_sweeper_sends_matching_only_while_events_wait(default_group, django
     event.refresh_from_db()
     assert (event.match_pending, event.matched_card_id, event.match_confidence) == (False, None, None)
     assert matching.matching_sweep() is False
+
+
+def test_matching_writes_an_event_matched_webhook_delivery(staff, face_models, default_group):  # noqa: F811
+    """A new match is an `event.matched` delivery of the webhooks that want it, written with the match (README
+    "Webhooks"); a webhook filtering on another watch list gets none."""
+    from videos.models import Webhook, WebhookDelivery
+
+    messi = photo("messi5.jpg")
+    archive = VideoArchive.objects.create(camera_group=default_group, name="here")
+    event = _event(archive, _embedding(staff, messi), 1)
+    watch_list = make_list(staff, threshold=0.6)
+    other_list = make_list(staff, name="other list")
+    wanted = Webhook.objects.create(url="https://hooks.example.com/a", secret="s" * 16,
+                                    event_types=["event.matched"])
+    elsewhere = Webhook.objects.create(url="https://hooks.example.com/b", secret="s" * 16,
+                                       event_types=["event.matched"], watch_lists=[other_list["id"]])
+    card = make_card(staff, name="messi", watch_lists=[watch_list["id"]])
+    assert add_photo(staff, card["id"], messi).status_code == 201
+    assert matching.match_faces(card_ids=[card["id"]]) == [event.pk]
+    [delivery] = WebhookDelivery.objects.filter(event_type="event.matched")
+    assert delivery.webhook_id == wanted.pk and not elsewhere.deliveries.exists()
+    [item] = [item["data"] if "data" in item else item for item in delivery.events]
+    assert (item["event"], item["matched_card"], item["matched_lists"]) == (event.pk, card["id"], [watch_list["id"]])
+    assert 0.6 <= item["confidence"] <= 1
+    assert matching.match_faces(card_ids=[card["id"]]) == []  # matched already: nothing new to send
+    assert WebhookDelivery.objects.filter(event_type="event.matched").count() == 1

@@ -193,6 +193,11 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_DETECT_RATE": "-1"}, "FFV_DETECT_RATE"),
         ({"FFV_DETECT_RATE": "ten"}, "FFV_DETECT_RATE"),
         ({"FFV_SKIP_DUPLICATE_FRAMES": "sometimes"}, "FFV_SKIP_DUPLICATE_FRAMES"),
+        ({"FFV_DETECT_BATCH": "0"}, "FFV_DETECT_BATCH"),
+        ({"FFV_DETECT_BATCH": "big"}, "FFV_DETECT_BATCH"),
+        ({"FFV_DETECT_BATCH": "1000"}, "FFV_DETECT_BATCH"),
+        ({"FFV_DETECT_BATCH_WAIT_MS": "-1"}, "FFV_DETECT_BATCH_WAIT_MS"),
+        ({"FFV_DECODE_THREADS": "-2"}, "FFV_DECODE_THREADS"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

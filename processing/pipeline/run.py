@@ -7,13 +7,20 @@ reporter ticking after every frame and while the decoder keeps the loop waiting.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
 from processing.config import PipelineSettings
 from processing.decoding import DecodedFrame, DecodeStats
 from processing.media import CropOutsideFrame
-from processing.pipeline.detection import Detectors, FrameDetection, ThreadedDetection
+from processing.pipeline.detection import (
+    BatchedDetection,
+    Detectors,
+    FrameDetection,
+    ThreadedDetection,
+    resolve_detect_batch,
+)
 from processing.pipeline.errors import PipelineError, out_of_memory
 from processing.pipeline.progress import PipelineResult, Progress, ProgressReporter
 from processing.pipeline.sampler import FrameSampler
@@ -37,6 +44,8 @@ def run_pipeline(
     Raises processing.media.MediaError when the source cannot be read at all and PipelineError when the
     settings cannot be honoured or the source stalls (`decode_stall_seconds`).
     """
+    if settings.detect_batch <= 0:
+        settings = dataclasses.replace(settings, detect_batch=resolve_detect_batch(settings.detect_batch))
     stats = DecodeStats()
     progress = Progress()
     resume = settings.resume_from or {}
@@ -53,13 +62,15 @@ def run_pipeline(
         first, stopped = _first_frame(frames, reporter, stats)
         if not stopped:
             source.release(buffer_depth(settings, stats))
-            detectors = Detectors(settings)
+            detectors = Detectors(settings, settings.detect_batch)
             embedders = load_embedders(settings)
             started = time.monotonic()
             reporter.start(started)
             sampler = FrameSampler(settings, stats, progress, started=started, resume_frame=resume_frame,
                                    analyse=bool(settings.detectors))
-            detection = ThreadedDetection(detectors, settings.detect_workers)
+            detection: FrameDetection = (
+                BatchedDetection(detectors, settings.detect_batch, settings.detect_workers)
+                if settings.detect_batch > 1 else ThreadedDetection(detectors, settings.detect_workers))
             tracking: Tracking | None = None
             try:
                 if first is not None:

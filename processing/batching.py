@@ -42,8 +42,10 @@ class BatchStats:
 class SharedBatches(Generic[Item, Result]):
     """Runs ``run(items)`` on what concurrent :meth:`submit` calls hand in, up to ``max_batch`` items a call."""
 
-    def __init__(self, run: Callable[[list[Item]], list[Result]], *, max_batch: int, max_wait: float) -> None:
+    def __init__(self, run: Callable[[list[Item]], list[Result]], *, max_batch: int, max_wait: float,
+                 label: str = "") -> None:
         self._run = run
+        self.label = label
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait)
         self._cond = threading.Condition()
@@ -56,6 +58,12 @@ class SharedBatches(Generic[Item, Result]):
         """A pipeline starts submitting here: the others may wait (``max_wait``) for its frames."""
         with self._cond:
             self._users += 1
+
+    def describe(self) -> str:
+        """The counters so far, for the log."""
+        stats = self.stats
+        return (f"{self.label or 'batcher'}: {stats.calls} calls, {stats.items} inputs, "
+                f"{stats.merged_calls} calls with inputs of several pipelines")
 
     def leave(self) -> None:
         with self._cond:
@@ -139,13 +147,13 @@ def _new_lock_in_child() -> None:
 os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
-def shared_batches(key: str, run: Callable[[list[Item]], list[Result]], *, max_batch: int, max_wait: float
-                   ) -> SharedBatches[Item, Result]:
+def shared_batches(key: str, run: Callable[[list[Item]], list[Result]], *, max_batch: int, max_wait: float,
+                   label: str = "") -> SharedBatches[Item, Result]:
     """This process's batcher for ``key`` (a detector's full configuration), created by the first caller."""
     full_key = (os.getpid(), key)
     with _shared_lock:
         batcher = _shared.get(full_key)
         if batcher is None:
-            batcher = SharedBatches(run, max_batch=max_batch, max_wait=max_wait)
+            batcher = SharedBatches(run, max_batch=max_batch, max_wait=max_wait, label=label)
             _shared[full_key] = batcher
         return batcher

@@ -12,6 +12,8 @@ batches too. Either way frames come out in frame order, and the run around the s
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +27,8 @@ from processing.config import PipelineSettings
 from processing.detections import Detections, non_max_suppression
 from processing.detectors import create_detector
 from processing.pipeline.sampler import SampledFrame
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class SharedDetector:
         self.class_names = detector.class_names
         key = f"{type(detector).__module__}.{type(detector).__qualname__}:{sorted(vars(detector).items())!r}"
         self.batches: SharedBatches[np.ndarray, Detections] = shared_batches(
-            key, detector.detect_batch, max_batch=max_batch, max_wait=max_wait)
+            key, detector.detect_batch, max_batch=max_batch, max_wait=max_wait, label=repr(detector))
 
     def detect(self, image: np.ndarray) -> Detections:
         return self.detect_batch([image])[0]
@@ -233,6 +237,7 @@ class BatchedDetection:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for batcher in self._shared:
             batcher.leave()
+            logger.info("shared detection batches of process %d, %s", os.getpid(), batcher.describe())
         self._shared = []
 
     def _submit(self) -> None:

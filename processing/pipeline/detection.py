@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,13 +52,27 @@ class FrameDetection(Protocol):
         ...
 
 
-def resolve_detect_batch(detect_batch: int) -> int:
-    """`detect_batch` as set, or for 0 ("auto") the batch processing.onnx_runtime picks for its provider."""
+def resolve_detect_batch(detect_batch: int, settings: PipelineSettings | None = None) -> int:
+    """`detect_batch` as set, or for 0 ("auto") DEFAULT_GPU_BATCH when the run's detectors run on CUDA, else 1.
+
+    With `settings`, "on CUDA" is what the session of the run's first model really got (the process's cached
+    session, the one its detector then uses): onnxruntime-gpu on a host whose CUDA cannot start falls back to
+    the CPU, where batches bring nothing. Without, it is what onnxruntime offers.
+    """
     if detect_batch > 0:
         return detect_batch
-    from processing.onnx_runtime import auto_batch_size
+    from processing.onnx_runtime import DEFAULT_GPU_BATCH, auto_batch_size, get_session, on_cuda
 
-    return auto_batch_size()
+    if settings is None:
+        return auto_batch_size()
+    model = None
+    if "body" in settings.detectors or "car" in settings.detectors:
+        model = settings.models.objects
+    elif "face" in settings.detectors:
+        model = settings.models.face
+    if model is None or not Path(model).is_file():
+        return auto_batch_size()
+    return DEFAULT_GPU_BATCH if on_cuda(get_session(model, intra_op_num_threads=settings.ort_threads)) else 1
 
 
 # Crops searched for faces per frame batch: many small inputs, so several frames' heads go in one call.

@@ -44,8 +44,6 @@ def run_pipeline(
     Raises processing.media.MediaError when the source cannot be read at all and PipelineError when the
     settings cannot be honoured or the source stalls (`decode_stall_seconds`).
     """
-    if settings.detect_batch <= 0:
-        settings = dataclasses.replace(settings, detect_batch=resolve_detect_batch(settings.detect_batch))
     stats = DecodeStats()
     progress = Progress()
     resume = settings.resume_from or {}
@@ -61,6 +59,9 @@ def run_pipeline(
         frames = iter(source)
         first, stopped = _first_frame(frames, reporter, stats)
         if not stopped:
+            if settings.detect_batch <= 0:  # "auto": by the provider the detectors' sessions got
+                settings = dataclasses.replace(settings,
+                                               detect_batch=resolve_detect_batch(settings.detect_batch, settings))
             source.release(buffer_depth(settings, stats))
             detectors = Detectors(settings, settings.detect_batch)
             embedders = load_embedders(settings)

@@ -299,6 +299,17 @@ def test_auto_batch_is_one_on_a_cpu_and_the_gpu_default_on_cuda():
     assert resolve_detect_batch(0) == on_this_host
 
 
+def test_auto_batch_follows_the_provider_the_session_got(models: ModelPaths, tmp_path: Path):
+    from processing.onnx_runtime import DEFAULT_GPU_BATCH, get_session, on_cuda
+    from processing.pipeline.detection import resolve_detect_batch
+
+    settings = PipelineSettings.from_stream_settings(EVERYTHING, source=tmp_path / "none.mp4", models=models,
+                                                     max_pixels=8192 * 8192, ort_threads=1)
+    expected = DEFAULT_GPU_BATCH if on_cuda(get_session(models.objects, intra_op_num_threads=1)) else 1
+    assert resolve_detect_batch(0, settings) == expected
+    assert resolve_detect_batch(3, settings) == 3
+
+
 def test_frames_held_by_batches_count_against_the_memory_limit(models: ModelPaths, tmp_path: Path):
     from processing.decoding import DecodeStats
     from processing.pipeline import FRAME_COPIES, PipelineError

@@ -321,6 +321,23 @@ FFV_WORKER_CONCURRENCY = env_int("FFV_WORKER_CONCURRENCY", 1, minimum=1)
 _CORES_PER_WORKER = max(1, (os.cpu_count() or 1) // FFV_WORKER_CONCURRENCY)
 FFV_DETECT_WORKERS = env_int("FFV_DETECT_WORKERS", min(4, _CORES_PER_WORKER), minimum=1)
 FFV_ORT_THREADS = env_int("FFV_ORT_THREADS", max(1, _CORES_PER_WORKER // FFV_DETECT_WORKERS), minimum=0)
+# Frames per detector call: `auto` (0 below) = 8 where onnxruntime has CUDA, 1 on a CPU (one frame at a time, as
+# before). With more than 1, FFV_DETECT_WORKERS batches are in flight and the pipelines of one worker process (a
+# `--pool threads` worker's jobs and chunks) share batches, waiting at most FFV_DETECT_BATCH_WAIT_MS for each other.
+_detect_batch = env_str("FFV_DETECT_BATCH", "auto").strip().lower() or "auto"
+if _detect_batch == "auto":
+    FFV_DETECT_BATCH = 0
+else:
+    try:
+        FFV_DETECT_BATCH = int(_detect_batch)
+    except ValueError:
+        FFV_DETECT_BATCH = -1
+    if not 1 <= FFV_DETECT_BATCH <= 256:
+        raise ImproperlyConfigured(f"FFV_DETECT_BATCH={_detect_batch!r} must be `auto` or an integer 1..256")
+FFV_DETECT_BATCH_WAIT_MS = env_float("FFV_DETECT_BATCH_WAIT_MS", 10.0, minimum=0.0)
+# FFmpeg decoding threads per job; 0 = FFmpeg's choice (one per core). On a GPU host decoding is the CPU's work:
+# give each of the host's concurrent jobs its share (cores / FFV_WORKER_CONCURRENCY).
+FFV_DECODE_THREADS = env_int("FFV_DECODE_THREADS", 0, minimum=0)
 for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
     if _side % 32:
         raise ImproperlyConfigured(f"detector input sides must be multiples of 32, got {_side}")

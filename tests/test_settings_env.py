@@ -204,6 +204,11 @@ def test_settings_load_with_a_sane_environment(tmp_path):
         ({"FFV_RETENTION_UNMATCHED_DAYS": "a month"}, "FFV_RETENTION_UNMATCHED_DAYS"),
         ({"FFV_RETENTION_FULLFRAME_DAYS": "-0.5"}, "FFV_RETENTION_FULLFRAME_DAYS"),
         ({"FFV_RETENTION_INTERVAL": "0"}, "FFV_RETENTION_INTERVAL"),
+        ({"FFV_DETECT_BATCH": "0"}, "FFV_DETECT_BATCH"),
+        ({"FFV_DETECT_BATCH": "big"}, "FFV_DETECT_BATCH"),
+        ({"FFV_DETECT_BATCH": "1000"}, "FFV_DETECT_BATCH"),
+        ({"FFV_DETECT_BATCH_WAIT_MS": "-1"}, "FFV_DETECT_BATCH_WAIT_MS"),
+        ({"FFV_DECODE_THREADS": "-2"}, "FFV_DECODE_THREADS"),
     ],
 )
 def test_settings_fail_loudly_on_nonsense(tmp_path, env, names):

@@ -516,6 +516,9 @@ def _pipeline_settings(job: ClaimedJob, path: str | BinaryIO) -> PipelineSetting
         object_input_size=settings.FFV_OBJECT_INPUT_SIZE,
         ort_threads=settings.FFV_ORT_THREADS,
         detect_workers=settings.FFV_DETECT_WORKERS,
+        detect_batch=settings.FFV_DETECT_BATCH,
+        detect_batch_wait=settings.FFV_DETECT_BATCH_WAIT_MS / 1000,
+        decode_threads=settings.FFV_DECODE_THREADS,
         decode_buffer_bytes=settings.FFV_DECODE_BUFFER_MB * 1024 * 1024,
         memory_limit_bytes=settings.FFV_WORKER_MEMORY_LIMIT_MB * 1024 * 1024,
         fetch=FetchPolicy(

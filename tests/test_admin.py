@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from tests.api.test_detect import face_models  # noqa: F401 (fixture)
 from tests.api.test_events import make_archive, make_cluster, make_event, picture
 from videos.models import JobState, VideoArchive
 
@@ -254,3 +255,63 @@ def test_the_admin_speaks_russian_when_asked(staff, default_group):
                           headers={"Accept-Language": "ru"})
     assert refused.status_code == 200
     assert "Файл не является поддерживаемым видео" in errors_of(refused)
+
+
+# --- watch lists and cards
+
+
+def test_a_card_is_made_with_its_photo_in_the_admin_and_matching_follows(staff, face_models, default_group,  # noqa: F811
+                                                                         django_capture_on_commit_callbacks):
+    """A watch list and a card with a photo made from the admin: the photo is detected and embedded as the API
+    does, shows on the card's page, and a change of what matching reads marks the card's events for matching."""
+    from tests.api.test_detect import photo
+    from tests.api.test_watchlists import _embedding, _event
+    from videos import matching
+    from videos.models import Card, CardPhoto, FaceEvent, WatchList
+
+    response = staff.post("/admin/videos/watchlist/add/", {"name": "wanted", "color": "ff0000", "comment": "",
+                                                           "active": "on", "threshold": "0.6"})
+    assert response.status_code == 302, errors_of(response)
+    watch_list = WatchList.objects.get(name="wanted")
+    messi = photo("messi5.jpg")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = staff.post("/admin/videos/card/add/", {
+            "name": "messi", "comment": "", "active": "on", "watch_lists": [watch_list.pk],
+            "photo": SimpleUploadedFile("messi.jpg", messi, content_type="image/jpeg")})
+    assert response.status_code == 302, errors_of(response)
+    card = Card.objects.get(name="messi")
+    assert list(card.watch_lists.all()) == [watch_list]
+    [card_photo] = CardPhoto.objects.filter(card=card)
+    page = staff.get(f"/admin/videos/card/{card.pk}/change/").content.decode()
+    picture = f"/admin/videos/cardphoto/{card_photo.pk}/picture/image/"
+    assert picture in page
+    assert staff.get(picture).status_code == 200
+
+    archive = VideoArchive.objects.create(camera_group=default_group, name="here")
+    event = _event(archive, _embedding(staff, messi), 1)
+    assert matching.faces_match_pending() == [event.pk]
+    assert event.pk in [e.pk for e in FaceEvent.objects.filter(matched_card=card)]
+    assert f"/admin/videos/faceevent/{event.pk}/change/" in staff.get(
+        f"/admin/videos/card/{card.pk}/change/").content.decode()  # its matched events, on its page
+    # Deactivated from the admin: its events wait for matching again, and then match nothing.
+    response = staff.post(f"/admin/videos/card/{card.pk}/change/", {
+        "name": "messi", "comment": "", "watch_lists": [watch_list.pk]})
+    assert response.status_code == 302, errors_of(response)
+    assert FaceEvent.objects.get(pk=event.pk).match_pending is True
+    matching.faces_match_pending()
+    assert FaceEvent.objects.get(pk=event.pk).matched_card_id is None
+
+
+def test_a_card_photo_without_a_face_is_refused_in_the_admin_and_the_card_kept(staff, face_models):  # noqa: F811
+    import cv2
+    import numpy as np
+
+    from videos.models import Card, CardPhoto
+
+    ok, blank = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
+    response = staff.post("/admin/videos/card/add/", {
+        "name": "nobody", "comment": "", "active": "on",
+        "photo": SimpleUploadedFile("blank.jpg", blank.tobytes(), content_type="image/jpeg")}, follow=True)
+    assert response.status_code == 200
+    assert "No face was found" in response.content.decode()
+    assert Card.objects.filter(name="nobody").exists() and not CardPhoto.objects.exists()

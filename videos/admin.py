@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from videos import admin_watchlists  # noqa: F401  (registers watch lists, cards and card photos)
 from videos.admin_archives import VideoArchiveAdmin
 from videos.admin_pictures import PicturesAdminMixin, thumbnail_html, thumbnails_html
 from videos.errors import TooManyRequests

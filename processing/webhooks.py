@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from processing.fetch import PinnedHTTPConnection, PinnedHTTPSConnection
+from processing.fetch import PinnedHTTPConnection, PinnedHTTPSConnection, url_for_log
 from processing.sources import Network, Resolver, SourceNotAllowed, allowed_addresses, check_source_url
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: WebhookPolicy) 
         except (OSError, http.client.HTTPException, ValueError) as exc:
             failure = "timed out" if isinstance(exc, TimeoutError) or time.monotonic() >= deadline else \
                 f"connection failed ({type(exc).__name__})"
-            logger.info("webhook: POST %s via %s failed: %r", _for_log(url), address, exc)
+            logger.info("webhook: POST %s via %s failed: %r", url_for_log(url), address, exc)
             continue
         finally:
             timer.cancel()
@@ -143,14 +143,3 @@ def _abort(connection: http.client.HTTPConnection, aborted: threading.Event) -> 
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-
-def _for_log(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-    except ValueError:
-        return "(invalid url)"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -18,15 +18,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from videos.clusters import embedding_from_bytes, embedding_to_bytes, last_direction, lock_clusters, unit_or_none
-from videos.event_services import _archive_recount, _delete_files, _sum_of
-from videos.models import CLUSTER_MODELS, EVENT_MODELS, Event
+from videos.clusters import lock_clusters
+from videos.event_services import _archive_recount, _delete_files, cluster_remove_members
+from videos.models import EVENT_MODELS, Event
 
 logger = logging.getLogger(__name__)
 
@@ -119,41 +118,9 @@ def _delete_batch(kind: str, condition: Q) -> int:
             if cluster_id is not None:
                 removed[cluster_id].append(embedding)
         for cluster_id, embeddings in removed.items():
-            _cluster_remove_members(kind, cluster_id, set(ids), embeddings)
+            cluster_remove_members(kind, cluster_id, event_ids=set(ids), embeddings=embeddings)
         for archive_id in sorted({row[1] for row in rows}):
             _archive_recount(kind, archive_id)
         names = [name for row in rows for name in row[4:] if name]
         transaction.on_commit(lambda: _delete_files(names))
     return len(rows)
-
-
-def _cluster_remove_members(kind: str, cluster_id: int, deleted_ids: set[int],
-                            embeddings: list[bytes | None]) -> None:
-    """Take deleted members out of their cluster (clusters lock held); delete the cluster once it is empty, unless
-    it is a person's (curated: kept empty, as videos.event_services does)."""
-    cluster_model = CLUSTER_MODELS[kind]
-    found = cluster_model.objects.filter(pk=cluster_id).values_list("centroid", "best_event_id", "curated").first()
-    if found is None:
-        return
-    raw_centroid, best_id, curated = found
-    members = EVENT_MODELS[kind].objects.filter(cluster_id=cluster_id)
-    count = members.count()
-    centroid = embedding_from_bytes(raw_centroid)
-    if count == 0 and curated:  # a person's cluster stays, by its last direction (videos.clusters)
-        cluster_model.objects.filter(pk=cluster_id).update(
-            event_count=0, centroid=embedding_to_bytes(last_direction(centroid)), best_event_id=None,
-            modified_date=timezone.now())
-        return
-    if count == 0:
-        cluster_model.objects.filter(pk=cluster_id).delete()
-        return
-    vectors = [None if raw is None else unit_or_none(embedding_from_bytes(raw)) for raw in embeddings]
-    if any(vector is None or vector.shape != centroid.shape for vector in vectors):
-        centroid = _sum_of(members)  # nothing to subtract exactly: the sum again, from the members left
-    else:
-        centroid = centroid - np.sum(vectors, axis=0)
-    if best_id is None or best_id in deleted_ids:
-        best_id = members.order_by("-quality", "id").values_list("id", flat=True).first()
-    cluster_model.objects.filter(pk=cluster_id).update(
-        event_count=count, centroid=embedding_to_bytes(centroid), best_event_id=best_id, modified_date=timezone.now()
-    )

@@ -275,12 +275,25 @@ def test_the_sweeper_resends_lost_builds_and_fails_exhausted_ones(owner, setting
 # --- retention rules
 
 
-def test_without_matching_every_event_is_unmatched():
-    for model in EVENT_MODELS.values():
-        if any(field.name == "matched_card" for field in model._meta.get_fields()):
-            pytest.skip("watch-list matching exists: tests/test_worker_exports.py covers matched events")
-        assert list(model.objects.filter(retention.matched_events(model))) == []
+def test_matched_and_unmatched_events_have_their_own_retention(archive, settings):
+    """Matched (a watch-list card, videos.matching) and unmatched events age out by their own settings; bodies
+    and cars are never matched."""
+    from videos.models import Card
 
+    old = timezone.now() - timedelta(days=100)
+    card = Card.objects.create(name="wanted")
+    matched = make_event("face", archive, created=old)
+    FaceEvent.objects.filter(pk=matched.pk).update(matched_card=card, match_confidence=0.8)
+    unmatched = make_event("face", archive, created=old)
+    body = make_event("body", archive, created=old)
+    settings.FFV_RETENTION_UNMATCHED_DAYS = 30  # matched: 0, kept forever
+    assert retention.retention_apply().deleted == {"face": 1, "body": 1, "car": 0}
+    assert list(FaceEvent.objects.values_list("pk", flat=True)) == [matched.pk]
+    assert not EVENT_MODELS["body"].objects.filter(pk=body.pk).exists()
+    assert unmatched.pk != matched.pk
+    settings.FFV_RETENTION_MATCHED_DAYS = 90
+    assert retention.retention_apply().deleted["face"] == 1
+    assert not FaceEvent.objects.exists()
 
 def test_retention_off_by_default_deletes_nothing(archive, settings):
     make_event("face", archive, created=timezone.now() - timedelta(days=3650))

@@ -133,6 +133,8 @@ class VideoArchive(models.Model):
             models.Index(fields=["created_date", "id"], name="archive_created_order_idx"),
             models.Index(F("camera_group"), Coalesce(F("name"), Value("")), F("id"), name="archive_group_name_idx"),
             models.Index(fields=["camera_group", "created_date", "id"], name="archive_group_created_idx"),
+            # `save_to=` (a sink shared by many archives): its page in id order, not a sort of every match.
+            models.Index(fields=["save_to", "-id"], name="archive_save_to_id_idx"),
         ]
 
     def __str__(self) -> str:

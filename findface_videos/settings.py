@@ -257,6 +257,20 @@ FFV_FETCH_TIMEOUT_SECONDS = env_float("FFV_FETCH_TIMEOUT_SECONDS", 15.0, minimum
 FFV_FETCH_DIR = env_str("FFV_FETCH_DIR", "")
 if FFV_FETCH_DIR and not Path(FFV_FETCH_DIR).is_dir():
     raise ImproperlyConfigured(f"FFV_FETCH_DIR={FFV_FETCH_DIR!r} is not a directory")
+
+# --- Webhooks (videos.webhooks): the url policy of archive sources (FFV_URL_ALLOWED_HOSTS, FFV_URL_ALLOW_PRIVATE)
+# applies to subscription URLs too; FFV_WEBHOOK_ALLOWED_NETWORKS opens private networks to receivers only (an
+# internal receiver, loopback in tests). Each attempt has FFV_WEBHOOK_TIMEOUT_SECONDS in all; a failed one is tried
+# again after FFV_WEBHOOK_RETRY_BASE_SECONDS x 2^(attempts-1), at most FFV_WEBHOOK_RETRY_MAX_SECONDS, until
+# FFV_WEBHOOK_MAX_ATTEMPTS; one POST carries at most FFV_WEBHOOK_BATCH_SIZE events; beat re-sends due deliveries
+# every FFV_WEBHOOK_SWEEP_INTERVAL seconds.
+FFV_WEBHOOK_ALLOWED_NETWORKS = env_networks("FFV_WEBHOOK_ALLOWED_NETWORKS", [])
+FFV_WEBHOOK_TIMEOUT_SECONDS = env_float("FFV_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+FFV_WEBHOOK_MAX_ATTEMPTS = env_int("FFV_WEBHOOK_MAX_ATTEMPTS", 12, minimum=1)
+FFV_WEBHOOK_RETRY_BASE_SECONDS = env_float("FFV_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.0)
+FFV_WEBHOOK_RETRY_MAX_SECONDS = env_float("FFV_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.0)
+FFV_WEBHOOK_BATCH_SIZE = env_int("FFV_WEBHOOK_BATCH_SIZE", 100, minimum=1)
+FFV_WEBHOOK_SWEEP_INTERVAL = env_float("FFV_WEBHOOK_SWEEP_INTERVAL", 10.0, minimum=0.5)
 # How often a running job writes its statistic and reads the stop flag.
 FFV_PROGRESS_INTERVAL = env_float("FFV_PROGRESS_INTERVAL", 1.0, minimum=0.05)
 # A job whose worker has not written a heartbeat for this long is taken to be dead and may be claimed again.
@@ -307,6 +321,23 @@ FFV_WORKER_CONCURRENCY = env_int("FFV_WORKER_CONCURRENCY", 1, minimum=1)
 _CORES_PER_WORKER = max(1, (os.cpu_count() or 1) // FFV_WORKER_CONCURRENCY)
 FFV_DETECT_WORKERS = env_int("FFV_DETECT_WORKERS", min(4, _CORES_PER_WORKER), minimum=1)
 FFV_ORT_THREADS = env_int("FFV_ORT_THREADS", max(1, _CORES_PER_WORKER // FFV_DETECT_WORKERS), minimum=0)
+# Frames per detector call: `auto` (0 below) = 8 where onnxruntime has CUDA, 1 on a CPU (one frame at a time, as
+# before). With more than 1, FFV_DETECT_WORKERS batches are in flight and the pipelines of one worker process (a
+# `--pool threads` worker's jobs and chunks) share batches, waiting at most FFV_DETECT_BATCH_WAIT_MS for each other.
+_detect_batch = env_str("FFV_DETECT_BATCH", "auto").strip().lower() or "auto"
+if _detect_batch == "auto":
+    FFV_DETECT_BATCH = 0
+else:
+    try:
+        FFV_DETECT_BATCH = int(_detect_batch)
+    except ValueError:
+        FFV_DETECT_BATCH = -1
+    if not 1 <= FFV_DETECT_BATCH <= 256:
+        raise ImproperlyConfigured(f"FFV_DETECT_BATCH={_detect_batch!r} must be `auto` or an integer 1..256")
+FFV_DETECT_BATCH_WAIT_MS = env_float("FFV_DETECT_BATCH_WAIT_MS", 10.0, minimum=0.0)
+# FFmpeg decoding threads per job; 0 = FFmpeg's choice (one per core). On a GPU host decoding is the CPU's work:
+# give each of the host's concurrent jobs its share (cores / FFV_WORKER_CONCURRENCY).
+FFV_DECODE_THREADS = env_int("FFV_DECODE_THREADS", 0, minimum=0)
 for _side in (*FFV_FACE_INPUT_SIZE, *FFV_OBJECT_INPUT_SIZE):
     if _side % 32:
         raise ImproperlyConfigured(f"detector input sides must be multiples of 32, got {_side}")
@@ -382,6 +413,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": FFV_SWEEP_INTERVAL,
         "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_SWEEP_INTERVAL},
     },
+    # Webhook deliveries that are due (a retry's time has come, a worker died mid-delivery, a message was lost).
+    "sweep-webhooks": {
+        "task": "videos.sweep_webhooks",
+        "schedule": FFV_WEBHOOK_SWEEP_INTERVAL,
+        "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_WEBHOOK_SWEEP_INTERVAL},
+    },
 }
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 4 * 1024 * 1024, minimum=0)
 
@@ -441,3 +478,21 @@ if FFV_WORKER_METRICS_BIND:
 FFV_UPLOAD_TEMP_MAX_AGE = env_int("FFV_UPLOAD_TEMP_MAX_AGE", 3600, minimum=60)
 # `/detect/` results (search probes) are deleted this many seconds after they were made.
 FFV_DETECTION_MAX_AGE = env_int("FFV_DETECTION_MAX_AGE", 24 * 3600, minimum=60)
+
+# --- Exports of events (videos.exports, /exports/): built by a task on the control queue, kept this many seconds
+# after they are done (then the sweeper deletes the file and the download answers 410), at most this many rows.
+FFV_EXPORT_TTL_SECONDS = env_int("FFV_EXPORT_TTL_SECONDS", 24 * 3600, minimum=60)
+FFV_EXPORT_MAX_ROWS = env_int("FFV_EXPORT_MAX_ROWS", 100_000, minimum=1)
+
+# --- Retention (videos.retention), run by beat every FFV_RETENTION_INTERVAL seconds; a number of days, 0 = keep
+# forever. Events older than their limit go with their pictures (matched ones, of a watch list, and unmatched ones
+# separately); full frames of events older than FFV_RETENTION_FULLFRAME_DAYS go before the events (thumbnails stay).
+FFV_RETENTION_MATCHED_DAYS = env_float("FFV_RETENTION_MATCHED_DAYS", 0.0, minimum=0.0)
+FFV_RETENTION_UNMATCHED_DAYS = env_float("FFV_RETENTION_UNMATCHED_DAYS", 0.0, minimum=0.0)
+FFV_RETENTION_FULLFRAME_DAYS = env_float("FFV_RETENTION_FULLFRAME_DAYS", 0.0, minimum=0.0)
+FFV_RETENTION_INTERVAL = env_float("FFV_RETENTION_INTERVAL", 3600.0, minimum=1.0)
+CELERY_BEAT_SCHEDULE["retention"] = {
+    "task": "videos.apply_retention",
+    "schedule": FFV_RETENTION_INTERVAL,
+    "options": {"queue": FFV_CONTROL_QUEUE, "expires": FFV_RETENTION_INTERVAL},
+}

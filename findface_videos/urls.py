@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
-from videos import event_views, views
+from videos import event_views, export_views, views, watchlist_views, webhook_views
 from videos.auth_views import LoginView, LogoutView
 from videos.detect_views import DetectView
 from videos.metrics_views import MetricsView
@@ -17,9 +17,15 @@ router.include_format_suffixes = False
 router.register("videos", views.VideoArchiveViewSet, basename="videoarchive")
 router.register("camera-groups", views.CameraGroupViewSet, basename="cameragroup")
 router.register("cameras", views.CameraViewSet, basename="camera")
+router.register("webhooks", webhook_views.WebhookViewSet, basename="webhook")
 for _kind, _plural in event_views.PLURAL.items():
     router.register(f"events/{_plural}", event_views.EVENT_VIEWSETS[_kind], basename=f"{_kind}event")
     router.register(f"clusters/{_plural}", event_views.CLUSTER_VIEWSETS[_kind], basename=f"{_kind}cluster")
+
+router.register("exports", export_views.ExportViewSet, basename="export")
+router.register("watch-lists", watchlist_views.WatchListViewSet, basename="watchlist")
+router.register("cards", watchlist_views.CardViewSet, basename="card")
+router.register("card-photos", watchlist_views.CardPhotoViewSet, basename="cardphoto")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -7,7 +7,8 @@ Rules, in the order they apply to each new item:
 
 1. Items are taken best first (quality descending, then key), so a cluster's direction is set by its best
    pictures and the outcome does not depend on the order the caller read the rows in.
-2. An item may join a cluster only if cosine(item, cluster direction) >= `threshold`.
+2. An item may join a cluster only if cosine(item, cluster direction) >= `threshold`. An empty cluster that the
+   caller kept (see ClusterState) is a candidate by its last direction.
 3. Two items of the same *frame group* (the same frame of the same video) never share a cluster: two faces seen
    at once are two people. A cluster that already holds a member of that frame group (from an earlier batch, as
    given in `ClusterState.frames`, or taken in this batch) is not a candidate.
@@ -30,7 +31,12 @@ from processing.ann import VectorIndex
 
 @dataclass
 class ClusterState:
-    """A cluster as the caller knows it: `centroid` is the sum of its members' unit vectors (shape (dim,))."""
+    """A cluster as the caller knows it: `centroid` is the sum of its members' unit vectors (shape (dim,)).
+
+    An empty cluster (`count` 0) with a non-zero `centroid` is one a person kept (a named or split cluster whose
+    members were all taken out): `centroid` is its last direction, matched like any other, and the first item to
+    join replaces it.
+    """
 
     key: int
     centroid: np.ndarray
@@ -108,7 +114,7 @@ def assign_clusters(
         states[state.key] = state
         for frame in state.frames:
             by_frame[frame].add(state.key)
-        if cluster.count > 0 and np.linalg.norm(centroid) > 1e-9:
+        if np.linalg.norm(centroid) > 1e-9:
             track(state)
 
     assignments: list[Assignment] = []
@@ -140,7 +146,7 @@ def assign_clusters(
             assignments.append(Assignment(item.key, state.key, True, 1.0))
         else:
             state = states[chosen[0]]
-            state.centroid = state.centroid + vector
+            state.centroid = vector.copy() if state.count == 0 else state.centroid + vector
             state.count += 1
             state.frames.add(item.frame)
             assignments.append(Assignment(item.key, state.key, False, chosen[1]))

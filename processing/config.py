@@ -113,6 +113,15 @@ class PipelineSettings:
     # Frames detected at once, each on its own thread (tracking and posting stay in frame order). On a CPU,
     # two frames on one thread each ran 1.4x the frames per second of one frame on two threads (bench/RESULTS.md).
     detect_workers: int = 1
+    # Frames per detector call (processing.pipeline.detection.BatchedDetection); 0 = "auto": 8 where onnxruntime
+    # has CUDA, else 1. With 1 frames are detected one by one, as detect_workers says; with more, detect_workers
+    # batches are in flight at once, and pipelines of one process share their batches.
+    detect_batch: int = 1
+    # Seconds a batch of the process's shared batcher waits for frames of other pipelines still to come.
+    detect_batch_wait: float = 0.01
+    # FFmpeg decoder threads (0 = FFmpeg's choice: one per core). A GPU host running several pipelines wants its
+    # cores divided among them (decoding is its CPU's main work there).
+    decode_threads: int = 0
     # Bytes of decoded frames the decode thread may buffer ahead (up to 8 frames): bounds memory for huge frames.
     decode_buffer_bytes: int = 256 * 1024 * 1024
     # Seconds the decoder may go without handing over a frame (a stuck demuxer, a source that stopped sending)

@@ -59,6 +59,7 @@ def decode_frames(
     first_index: int = 0,
     start_time: float = 0.0,
     end_time: float | None = None,
+    threads: int = 0,
 ) -> Generator[DecodedFrame, None, None]:
     """Every frame of the video; `stats` fills in as it goes (soft errors, size, duration).
 
@@ -73,6 +74,8 @@ def decode_frames(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads > 0:  # else FFmpeg's default (one thread per core)
+            stream.codec_context.thread_count = threads
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > max_pixels:
             raise MediaError("frame_too_large", width=width, height=height, max_pixels=max_pixels)

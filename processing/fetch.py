@@ -99,17 +99,17 @@ def fetch(url: str, out: BinaryIO, policy: FetchPolicy, *, should_stop: Callable
             if response.status in REDIRECTS:
                 location = response.getheader("Location")
                 if not location:
-                    logger.info("fetch: %s answered %s without Location", _for_log(url), response.status)
+                    logger.info("fetch: %s answered %s without Location", url_for_log(url), response.status)
                     raise FetchError("source_unreachable")
                 target = _without_fragment(urljoin(url, location.strip()))
                 hop += 1
                 if hop > policy.max_redirects or target in seen:
                     raise FetchError("source_too_many_redirects", limit=policy.max_redirects)
-                logger.info("fetch: %s redirects to %s", _for_log(url), _for_log(target))
+                logger.info("fetch: %s redirects to %s", url_for_log(url), url_for_log(target))
                 url = target
                 continue
             if response.status != 200:
-                logger.info("fetch: %s answered %s", _for_log(url), response.status)
+                logger.info("fetch: %s answered %s", url_for_log(url), response.status)
                 raise FetchError("source_unreachable")
             return _copy_body(response, out, policy, should_stop=should_stop, on_data=on_data)
         finally:
@@ -127,7 +127,7 @@ def _open(url: str, policy: FetchPolicy, *, first: bool) -> tuple[http.client.HT
     except SourceNotAllowed as exc:
         if first:
             raise  # the URL the user gave: the API's own reasons (url_private, url_host...)
-        logger.info("fetch: redirect to %s refused (%s)", _for_log(url), exc)
+        logger.info("fetch: redirect to %s refused (%s)", url_for_log(url), exc)
         if exc.reason == "unresolvable":
             raise FetchError("source_unreachable") from None
         raise FetchError("source_not_allowed") from None
@@ -136,10 +136,10 @@ def _open(url: str, policy: FetchPolicy, *, first: bool) -> tuple[http.client.HT
     for address in addresses:
         if parts.scheme == "https":
             context = policy.ssl_context or ssl.create_default_context()
-            connection: http.client.HTTPConnection = _PinnedHTTPSConnection(host, port, address, policy.timeout,
+            connection: http.client.HTTPConnection = PinnedHTTPSConnection(host, port, address, policy.timeout,
                                                                             context)
         else:
-            connection = _PinnedHTTPConnection(host, port, address, policy.timeout)
+            connection = PinnedHTTPConnection(host, port, address, policy.timeout)
         try:
             connection.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                                                      "Accept": "*/*"})
@@ -147,7 +147,7 @@ def _open(url: str, policy: FetchPolicy, *, first: bool) -> tuple[http.client.HT
         except (OSError, http.client.HTTPException, ValueError) as exc:
             connection.close()
             failure = exc
-            logger.info("fetch: %s via %s failed: %r", _for_log(url), address, exc)
+            logger.info("fetch: %s via %s failed: %r", url_for_log(url), address, exc)
     # Whatever the network said (refused, reset, timed out, closed, a bad certificate): one code, no detail.
     raise FetchError("source_unreachable") from failure.with_traceback(None) if failure else None
 
@@ -178,7 +178,7 @@ def _copy_body(response: http.client.HTTPResponse, out: BinaryIO, policy: FetchP
         on_data()
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
+class PinnedHTTPConnection(http.client.HTTPConnection):
     """An HTTP connection to `address`, whatever `host` resolves to now; `host` still goes in the Host header."""
 
     def __init__(self, host: str, port: int, address: Address, timeout: float) -> None:
@@ -190,7 +190,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+class PinnedHTTPSConnection(PinnedHTTPConnection):
     """TLS on the pinned connection: SNI and the certificate check are for `host`, not the address."""
 
     default_port = 443
@@ -209,7 +209,7 @@ def _without_fragment(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
 
 
-def _for_log(url: str) -> str:
+def url_for_log(url: str) -> str:
     """The URL without its query and credentials (tokens live there), for the worker's log."""
     try:
         parts = urlsplit(url)

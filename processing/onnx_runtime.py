@@ -92,3 +92,55 @@ def clear_session_cache() -> None:
     with _lock:
         for key in [key for key in _sessions if key[0] == pid]:
             del _sessions[key]
+
+
+#: Frames per ORT call when a detector's batch size is left to choose ("auto") and the session runs on CUDA.
+#: On CPU it is 1: on 2 cores a batch of 4 ran no faster per frame than single frames (bench/RESULTS.md).
+DEFAULT_GPU_BATCH = 8
+
+
+def on_cuda(session: onnxruntime.InferenceSession) -> bool:
+    """Whether ``session`` runs on the CUDA provider (not only has it as a fallback choice)."""
+    return CUDA_PROVIDER in session.get_providers()
+
+
+def auto_batch_size(providers: Sequence[str] | None = None) -> int:
+    """The batch size "auto" means: :data:`DEFAULT_GPU_BATCH` where sessions get CUDA, else 1."""
+    chosen = list(providers) if providers is not None else choose_providers()
+    return DEFAULT_GPU_BATCH if CUDA_PROVIDER in chosen else 1
+
+
+def fixed_batch(session: onnxruntime.InferenceSession, input_name: str) -> int | None:
+    """The batch size a static-shape model was exported with (its input's first dimension), None when dynamic."""
+    for node in session.get_inputs():
+        if node.name == input_name:
+            first = node.shape[0] if node.shape else None
+            return first if isinstance(first, int) and first > 0 else None
+    raise RuntimeError(f"model has no input {input_name!r}")
+
+
+def run_batch(
+    session: onnxruntime.InferenceSession,
+    input_name: str,
+    output_names: Sequence[str],
+    batch: object,
+    *,
+    io_binding: bool,
+) -> list[object]:
+    """One ORT call on ``batch`` (a float32 NCHW array); the outputs as NumPy arrays.
+
+    With ``io_binding`` the input goes to the session's device once, as an ``OrtValue`` (on CUDA: one host to
+    device copy for the whole batch, no staging by ``run``), and the outputs are bound on the host, where the
+    NMS runs. Without it this is plain ``session.run``.
+    """
+    if not io_binding:
+        return list(session.run(list(output_names), {input_name: batch}))
+    import onnxruntime
+
+    device = "cuda" if on_cuda(session) else "cpu"
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(input_name, onnxruntime.OrtValue.ortvalue_from_numpy(batch, device, 0))
+    for name in output_names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    return list(binding.copy_outputs_to_cpu())

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # socket.getaddrinfo's signature: (host, port) -> [(family, type, proto, canonname, sockaddr), ...]
 Resolver = Callable[..., list[tuple[Any, ...]]]
 
@@ -41,8 +42,12 @@ def literal_address(host: str) -> Address | None:
         return None
 
 
-def check_source_url(url: str, *, allowed_hosts: list[str], allow_private: bool, resolve: bool) -> str:
-    """The URL's host, if the URL may be opened; raises SourceNotAllowed otherwise."""
+def check_source_url(url: str, *, allowed_hosts: list[str], allow_private: bool, resolve: bool,
+                     allowed_networks: Sequence[Network] = ()) -> str:
+    """The URL's host, if the URL may be opened; raises SourceNotAllowed otherwise.
+
+    `allowed_networks` are networks allowed although private (an operator's internal receivers, loopback in
+    tests): a name such as `localhost` is then judged by the addresses it resolves to, not refused by name."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port out of range
@@ -55,18 +60,20 @@ def check_source_url(url: str, *, allowed_hosts: list[str], allow_private: bool,
         raise SourceNotAllowed("host", f"host {host} is not in the allowed list", host)
     if allow_private:
         return host
-    if host == "localhost" or host.endswith(".localhost"):
+    if (host == "localhost" or host.endswith(".localhost")) and not allowed_networks:
         raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)
     literal = literal_address(host)
     if literal is not None:
-        _refuse_private(host, [literal])
+        _refuse_private(host, [literal], allowed_networks)
     elif resolve:
-        allowed_addresses(host, parts.port or (443 if parts.scheme == "https" else 80), allow_private=False)
+        allowed_addresses(host, parts.port or (443 if parts.scheme == "https" else 80), allow_private=False,
+                          allowed_networks=allowed_networks)
     return host
 
 
 def allowed_addresses(host: str, port: int, *, allow_private: bool,
-                      resolver: Resolver = socket.getaddrinfo) -> list[Address]:
+                      resolver: Resolver = socket.getaddrinfo,
+                      allowed_networks: Sequence[Network] = ()) -> list[Address]:
     """The addresses `host` resolves to, in the resolver's order and without repeats, if every one of them is
     allowed (a name with one private address among public ones is refused as a whole); raises SourceNotAllowed."""
     literal = literal_address(host)
@@ -81,10 +88,14 @@ def allowed_addresses(host: str, port: int, *, allow_private: bool,
         if not addresses:
             raise SourceNotAllowed("unresolvable", f"host {host} cannot be resolved", host)
     if not allow_private:
-        _refuse_private(host, addresses)
+        _refuse_private(host, addresses, allowed_networks)
     return addresses
 
 
-def _refuse_private(host: str, addresses: list[Address]) -> None:
-    if any(not address.is_global for address in addresses):
+def _refuse_private(host: str, addresses: list[Address], allowed_networks: Sequence[Network] = ()) -> None:
+    def allowed(address: Address) -> bool:
+        return address.is_global or any(address.version == network.version and address in network
+                                        for network in allowed_networks)
+
+    if not all(allowed(address) for address in addresses):
         raise SourceNotAllowed("private", "private, loopback and link-local hosts are not allowed", host)

@@ -226,10 +226,11 @@ def database_url_for_worker() -> str:
 class WorkerProcess:
     def __init__(
         self, queue: str, media_root: Path, log_path: Path, extra_env: dict[str, str] | None = None,
-        *, beat: bool = False,
+        *, beat: bool = False, pool: str = "prefork", concurrency: int = 1,
     ):
         self.queue = queue
         self.beat = beat
+        self.pool, self.concurrency = pool, concurrency
         self.log_path = log_path
         env = {
             **os.environ,
@@ -251,7 +252,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "findface_videos", "worker", "-Q",
              f"{self.queue},{control_queue_of(self.queue)}",
-             "--concurrency", "1", "--pool", "prefork", "--without-gossip", "--without-mingle",
+             "--concurrency", str(self.concurrency), "--pool", self.pool, "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-n", f"{self.queue}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
              *(["-B", "--schedule", str(self.log_path.with_suffix(".beat"))] if self.beat else [])],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

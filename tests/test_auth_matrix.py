@@ -423,8 +423,8 @@ def test_auth_matrix(route: Route, case: str, missing: bool, db, media_root):
         assert_error(response, response.status_code, ERROR_CODES[response.status_code])
 
 
-ERROR_CODES = {400: "BAD_PARAM", 404: "NOT_FOUND", 405: "BAD_PARAM", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
-               415: "UNSUPPORTED_MEDIA_TYPE"}
+ERROR_CODES = {400: "BAD_PARAM", 404: "NOT_FOUND", 405: "BAD_PARAM", 409: "CONFLICT", 410: "GONE",
+               413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 def test_every_route_builds_a_request(db, media_root):

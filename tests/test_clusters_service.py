@@ -170,7 +170,8 @@ def test_bodies_and_cars_cluster_with_their_own_threshold(default_group, people,
     archive = make_archive(default_group)
     body_vectors = [shot(people[3]), shot(people[3]), unit(people[3] + 0.8 * people[4])]  # the last: cos ~0.78
     bodies = [make_event(archive, vector, kind="body") for vector in body_vectors]
-    cars = [make_event(archive, unit(shot(people[5], 0.02)[:128]), kind="car") for _ in range(2)]  # another dimension
+    # Another dimension; little noise, as the first 128 values of a unit vector are about half its length.
+    cars = [make_event(archive, unit(shot(people[5], 0.005)[:128]), kind="car") for _ in range(2)]
     assert clusters.cluster_archive(archive_id=archive.pk) == {"face": 0, "body": 2, "car": 1}
     assert groups_of(bodies) == {frozenset([bodies[0].pk, bodies[1].pk]), frozenset([bodies[2].pk])}
     assert len(groups_of(cars)) == 1

@@ -172,3 +172,37 @@ def test_docs_assets_are_served_locally(anon_api, db):
     html = anon_api.get("/api/docs/").content.decode()
 
     assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
+
+
+def test_exports_document_the_download_and_its_errors(schema):
+    create = operation(schema, "/exports/", "post")
+    assert {"201", "400", "401", "403", "503"} <= set(create["responses"])
+    download = operation(schema, "/exports/{id}/download/", "get")
+    assert set(download["responses"]["200"]["content"]) == {"text/csv", "application/zip"}
+    assert {"404", "409", "410"} <= set(download["responses"])
+    gone = download["responses"]["410"]["content"]["application/json"]["schema"]["allOf"][1]
+    assert gone["properties"]["code"]["enum"] == ["GONE"]
+    for path, method in [("/exports/", "get"), ("/exports/count/", "get"), ("/exports/{id}/", "get"),
+                         ("/exports/{id}/", "delete")]:
+        operation(schema, path, method)
+
+
+@pytest.mark.parametrize("plural", ["faces", "bodies", "cars"])
+def test_persons_operations_document_their_bodies_and_answers(schema, plural):
+    """Persons (tests/test_persons.py): PATCH takes only `name`, merge/ answers a plain list of per-id results,
+    split/ answers 201 with the new cluster."""
+    patch = operation(schema, f"/clusters/{plural}/{{id}}/", "patch")
+    body = patch["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    writable = {"name", "card"} if plural == "faces" else {"name"}  # a face cluster's card: watch lists
+    assert {name for name, spec in schema["components"]["schemas"][body]["properties"].items()
+            if not spec.get("readOnly")} == writable
+    merge = operation(schema, f"/clusters/{plural}/{{id}}/merge/", "post")
+    answer = merge["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["type"] == "array"
+    result = schema["components"]["schemas"][answer["items"]["$ref"].rsplit("/", 1)[-1]]
+    assert set(result["properties"]) == {"id", "success", "error"}
+    split = operation(schema, f"/clusters/{plural}/{{id}}/split/", "post")
+    assert "201" in split["responses"] and "200" not in split["responses"]
+    for op in (patch, merge, split):
+        assert {"400", "401", "403", "404"} <= set(op["responses"])
+    assert "name_contains" in parameter_names(operation(schema, f"/clusters/{plural}/", "get"))

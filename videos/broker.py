@@ -18,6 +18,11 @@ PROCESS_TASK = "videos.process_archive"
 CHUNK_TASK = "videos.process_chunk"
 CLUSTER_TASK = "videos.cluster_archive"
 SWEEP_TASK = "videos.sweep_jobs"
+WEBHOOK_DELIVERY_TASK = "videos.deliver_webhook"
+EXPORT_TASK = "videos.build_export"
+
+
+MATCH_TASK = "videos.match_faces"
 # A failed send is tried again at once, briefly: a broker that is down answers the client with 503 instead.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
@@ -37,6 +42,24 @@ def send_chunk(chunk_id: int, task_id: str) -> None:
 def send_clustering(archive_id: int) -> None:
     current_app.send_task(CLUSTER_TASK, args=[archive_id], queue=settings.FFV_CONTROL_QUEUE, retry=True,
                           retry_policy=SEND_RETRY)
+
+
+def send_webhook_delivery(delivery_id: int, countdown: float | None = None) -> None:
+    """Send one webhook delivery (control queue), now or after `countdown` seconds (a retry's backoff)."""
+    current_app.send_task(WEBHOOK_DELIVERY_TASK, args=[delivery_id], queue=settings.FFV_CONTROL_QUEUE,
+                          countdown=countdown, retry=True, retry_policy=SEND_RETRY)
+
+
+def send_export(export_id: int, task_id: str) -> None:
+    """Build an export (videos.exports) on the control queue; raises like send_processing."""
+    current_app.send_task(EXPORT_TASK, args=[export_id], task_id=task_id, queue=settings.FFV_CONTROL_QUEUE,
+                          retry=True, retry_policy=SEND_RETRY)
+
+
+def send_matching(*, card_ids: list[int], list_ids: list[int]) -> None:
+    """Watch list matching of pending face events (videos.matching), after a change of these cards or lists."""
+    current_app.send_task(MATCH_TASK, kwargs={"card_ids": card_ids, "list_ids": list_ids},
+                          queue=settings.FFV_CONTROL_QUEUE, retry=True, retry_policy=SEND_RETRY)
 
 
 def broker_holds(task_id: str, queue: str) -> bool | None:

@@ -27,7 +27,8 @@ _UPLOAD_TEMP_NAME = re.compile(r"upload-[a-z0-9_]{8}|tmp[a-z0-9_]{8}\.upload(\.[
 # A worker's copies of a source: a local copy of a stored source (videos.storage, in the upload temp folder) and
 # a downloaded url source (processing.fetch, in FFV_FETCH_DIR). A job reads its copy, without writing it, for as
 # long as it runs: only one older than the longest job (and its redelivery margin) is a killed worker's.
-_WORKER_COPY_NAME = re.compile(r"source-[a-z0-9_]{8}|ffv-fetch-[a-z0-9_]{8}\.video")
+# An export's temporary file (videos.exports) is a worker's copy too.
+_WORKER_COPY_NAME = re.compile(r"source-[a-z0-9_]{8}|ffv-fetch-[a-z0-9_]{8}\.video|export-[a-z0-9_]{8}")
 # The Redis visibility timeout is the longest job + 1 h (findface_videos.celery): no attempt outlives that.
 _WORKER_COPY_MARGIN = 3600
 

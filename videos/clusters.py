@@ -6,7 +6,9 @@ existing cluster of its kind (any archive, any camera group) or opens one; see p
 (best quality first, cosine to the cluster's mean direction >= FFV_CLUSTER_THRESHOLD_<KIND>, two events of one
 frame never in one cluster). Before an archive's events are purged (a new run, or the archive's deletion),
 `uncluster_archive` takes them out again: their embeddings come off the centroid sums, counts drop, best events
-are re-picked and clusters left empty are deleted.
+are re-picked and clusters left empty are deleted, except curated ones (named, merged or split by a person,
+videos.persons): those stay with their last direction, and their events leave pins so that the archive's next
+clustering puts its new events with the same keys back where the person had put them.
 
 Locking: both run in one transaction that first takes the clusters lock, so two archives finishing at once cannot
 read the same centroid and both write their sum over it. On PostgreSQL that is a transaction-level advisory lock
@@ -34,7 +36,8 @@ from kombu.exceptions import KombuError, OperationalError
 
 from processing.clustering import ClusteringResult, ClusterState, Item, assign_clusters
 from videos.broker import send_clustering
-from videos.models import BUSY_STATES, CLUSTER_MODELS, EVENT_MODELS, JobState, VideoArchive
+from videos.models import BUSY_STATES, CLUSTER_MODELS, EVENT_MODELS, ClusterPin, JobState, VideoArchive
+from videos.webhooks import notify_new_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -122,13 +125,14 @@ def archive_cluster_count(kind: str, archive_id: int) -> int:
 
 def _cluster_kind(kind: str, archive_id: int) -> int:
     event_model, cluster_model = EVENT_MODELS[kind], CLUSTER_MODELS[kind]
+    placed = _place_pinned(kind, archive_id)
     rows = list(
         event_model.objects.filter(video_archive_id=archive_id, cluster__isnull=True, embedding__isnull=False)
         .order_by("id")
         .values_list("id", "frame_index", "quality", "embedding")
     )
     if not rows:
-        return 0
+        return placed
     items_by_dim: dict[int, list[Item]] = defaultdict(list)
     quality: dict[int, float] = {}
     for event_id, frame_index, event_quality, raw in rows:
@@ -143,17 +147,75 @@ def _cluster_kind(kind: str, archive_id: int) -> int:
     taken = event_model.objects.filter(video_archive_id=archive_id, cluster__isnull=False)
     for cluster_id, frame_index in taken.values_list("cluster_id", "frame_index").iterator(chunk_size=2000):
         frames[cluster_id].add((archive_id, frame_index))
-    placed = 0
     for dim, items in items_by_dim.items():
         states = list(_cluster_states(cluster_model, dim, frames))
         result = assign_clusters(states, items, threshold=cluster_threshold(kind))
-        _write(kind, result, quality)
+        _write(kind, result, quality, archive_id=archive_id)
         placed += len(result.assignments)
     return placed
 
 
+def _place_pinned(kind: str, archive_id: int) -> int:
+    """Put the archive's unclustered events that have a pin (videos.models.ClusterPin) into the pinned clusters
+    that still exist, then drop the archive's pins of `kind`; returns how many events were placed.
+
+    A pin comes from a person's merge or split, so it wins over similarity; the same-frame rule still holds (an
+    event whose frame the cluster already has stays for the similarity pass), and so does the embedder: an event
+    whose embedding has another length than the cluster's stays too.
+    """
+    pins = ClusterPin.objects.filter(video_archive_id=archive_id, kind=kind)
+    pinned = {(track, policy, frame): cluster_id for track, policy, frame, cluster_id in
+              pins.values_list("track_id", "post_policy", "frame_index", "cluster_id")}
+    if not pinned:
+        return 0
+    event_model, cluster_model = EVENT_MODELS[kind], CLUSTER_MODELS[kind]
+    clusters = {pk: (embedding_from_bytes(raw), count) for pk, raw, count in
+                cluster_model.objects.filter(pk__in=set(pinned.values())).values_list("pk", "centroid", "event_count")}
+    frames: dict[int, set[int]] = defaultdict(set)
+    taken = event_model.objects.filter(video_archive_id=archive_id, cluster_id__in=list(clusters))
+    for cluster_id, frame_index in taken.values_list("cluster_id", "frame_index"):
+        frames[cluster_id].add(frame_index)
+    members: dict[int, list[int]] = defaultdict(list)
+    sums: dict[int, np.ndarray] = {}
+    quality: dict[int, float] = {}
+    rows = event_model.objects.filter(video_archive_id=archive_id, cluster__isnull=True, embedding__isnull=False)
+    for event_id, track, policy, frame, event_quality, raw in rows.order_by("id").values_list(
+            "id", "track_id", "post_policy", "frame_index", "quality", "embedding"):
+        cluster_id = pinned.get((track, policy, frame))
+        if cluster_id not in clusters or frame in frames[cluster_id]:
+            continue
+        vector = unit_or_none(embedding_from_bytes(raw))
+        centroid, count = clusters[cluster_id]
+        if vector is None or (count > 0 and vector.shape != centroid.shape) or (
+                cluster_id in sums and sums[cluster_id].shape != vector.shape):
+            continue
+        frames[cluster_id].add(frame)
+        members[cluster_id].append(event_id)
+        sums[cluster_id] = sums[cluster_id] + vector if cluster_id in sums else vector
+        quality[event_id] = event_quality
+    pins.delete()
+    now = timezone.now()
+    for cluster_id, event_ids in members.items():
+        centroid, count = clusters[cluster_id]
+        for chunk in _chunks(sorted(event_ids)):
+            event_model.objects.filter(pk__in=chunk).update(cluster_id=cluster_id)
+        total = sums[cluster_id] if count == 0 else centroid + sums[cluster_id]
+        best = event_model.objects.filter(cluster_id=cluster_id).order_by("-quality", "id").values_list(
+            "id", flat=True).first()
+        cluster_model.objects.filter(pk=cluster_id).update(
+            event_count=count + len(event_ids), centroid=embedding_to_bytes(total), best_event_id=best,
+            modified_date=now)
+    placed = sum(len(event_ids) for event_ids in members.values())
+    if placed:
+        logger.info("video archive %s: %d %s events back in the clusters a person put them in", archive_id, placed,
+                    kind)
+    return placed
+
+
 def _cluster_states(cluster_model, dim: int, frames: dict[int, set]) -> Iterable[ClusterState]:
-    rows = cluster_model.objects.filter(event_count__gt=0).values_list("id", "centroid", "event_count")
+    # Empty clusters are only the curated ones kept by their last direction (processing.clustering.ClusterState).
+    rows = cluster_model.objects.filter(Q(event_count__gt=0) | Q(curated=True)).values_list(
+        "id", "centroid", "event_count")
     for cluster_id, raw, count in rows.iterator(chunk_size=2000):
         centroid = embedding_from_bytes(raw)
         if centroid.size == dim:  # a cluster of another embedder (model changed) is no candidate
@@ -169,7 +231,7 @@ def _best_of(event_ids: Iterable[int], quality: dict[int, float]) -> int:
     return max(event_ids, key=lambda event_id: _rank(quality[event_id], event_id))
 
 
-def _write(kind: str, result: ClusteringResult, quality: dict[int, float]) -> None:
+def _write(kind: str, result: ClusteringResult, quality: dict[int, float], *, archive_id: int) -> None:
     event_model, cluster_model = EVENT_MODELS[kind], CLUSTER_MODELS[kind]
     members = result.members()
     now = timezone.now()
@@ -200,6 +262,7 @@ def _write(kind: str, result: ClusteringResult, quality: dict[int, float]) -> No
     for key, event_ids in members.items():
         for chunk in _chunks(sorted(event_ids)):
             event_model.objects.filter(pk__in=chunk).update(cluster_id=cluster_id.get(key, key))
+    notify_new_clusters(kind, archive_id, created)  # in clustering's transaction (webhooks' outbox)
 
 
 # --- taking an archive out of its clusters
@@ -233,6 +296,9 @@ def _uncluster_kind(kind: str, archive_id: int) -> None:
     if not removed_ids:
         return
     affected = sorted(set(removed_sum) | skewed)
+    curated = set(cluster_model.objects.filter(pk__in=affected, curated=True).values_list("pk", flat=True))
+    if curated:
+        _pin(kind, archive_id, members.filter(cluster_id__in=curated))
     members.update(cluster=None)
     now = timezone.now()
     empty: list[int] = []
@@ -241,10 +307,14 @@ def _uncluster_kind(kind: str, archive_id: int) -> None:
             "pk", "centroid", "best_event_id"):
         remaining = event_model.objects.filter(cluster_id=cluster_id)
         count = remaining.count()
-        if count == 0:
-            empty.append(cluster_id)
-            continue
         centroid = embedding_from_bytes(raw)
+        if count == 0:
+            if cluster_id in curated:  # kept, by its last direction, for the events of a later run
+                updated.append(cluster_model(pk=cluster_id, event_count=0, centroid=embedding_to_bytes(
+                    last_direction(centroid)), best_event_id=None, modified_date=now))
+            else:
+                empty.append(cluster_id)
+            continue
         removed = removed_sum.get(cluster_id)
         if cluster_id in skewed or removed is None or removed.shape != centroid.shape:
             centroid = _sum_of(remaining)
@@ -258,6 +328,22 @@ def _uncluster_kind(kind: str, archive_id: int) -> None:
                                       batch_size=_CHUNK)
     for chunk in _chunks(empty):
         cluster_model.objects.filter(pk__in=chunk).delete()
+
+
+def _pin(kind: str, archive_id: int, events) -> None:
+    """Pins (videos.models.ClusterPin) for events of curated clusters that are about to leave them."""
+    pins = [ClusterPin(video_archive_id=archive_id, kind=kind, cluster_id=cluster_id, track_id=track,
+                       post_policy=policy, frame_index=frame)
+            for cluster_id, track, policy, frame in events.values_list("cluster_id", "track_id", "post_policy",
+                                                                      "frame_index").iterator(chunk_size=2000)]
+    ClusterPin.objects.bulk_create(pins, batch_size=_CHUNK, ignore_conflicts=True)
+
+
+def last_direction(centroid: np.ndarray) -> np.ndarray:
+    """What an emptied curated cluster keeps as its centroid: the unit direction of its members' sum (an empty
+    vector when the sum had none)."""
+    unit = unit_or_none(centroid)
+    return np.zeros(0) if unit is None else unit
 
 
 def _sum_of(events) -> np.ndarray:

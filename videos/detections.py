@@ -100,8 +100,9 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return None
 
 
-def faces_detect(*, data: bytes, user) -> DetectResult:
-    """Find the faces of a photo, store each as a FaceDetection of `user`, best first."""
+def photo_faces(data: bytes) -> tuple[ImageInfo, list]:
+    """The photo's header and the faces found on it (processing.faces.FoundFace, best first); BadParam for a photo
+    that is empty, not a JPEG or PNG, too large in pixels or undecodable."""
     from processing.faces import find_faces  # onnxruntime loads with the first detection
 
     if not data:
@@ -126,6 +127,12 @@ def faces_detect(*, data: bytes, user) -> DetectResult:
         raise ServiceUnavailable(
             _("The face models are not prepared (run `manage.py prepare_models`): %(reason)s") % {"reason": exc}
         ) from exc
+    return info, found
+
+
+def faces_detect(*, data: bytes, user) -> DetectResult:
+    """Find the faces of a photo, store each as a FaceDetection of `user`, best first."""
+    info, found = photo_faces(data)
     rows = [
         FaceDetection(
             id=secrets.token_urlsafe(DETECTION_ID_BYTES), created_by=user if user.is_authenticated else None,

@@ -52,6 +52,13 @@ class NotFound(ApiError):
     code = "NOT_FOUND"
 
 
+class Gone(ApiError):
+    """410: the object was there and is no more (an export's file past its expiry)."""
+
+    status_code = status.HTTP_410_GONE
+    code = "GONE"
+
+
 class PayloadTooLarge(ApiError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "PAYLOAD_TOO_LARGE"
@@ -87,6 +94,7 @@ _CODES_BY_STATUS = {
     405: "METHOD_NOT_ALLOWED",
     406: "NOT_ACCEPTABLE",
     409: "CONFLICT",
+    410: "GONE",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     429: "TOO_MANY_REQUESTS",
@@ -186,6 +194,7 @@ def json_error_view(status_code: int, code: str, desc: str) -> JsonResponse:
 ERROR_CODES = [
     "BAD_PARAM", "UNAUTHORIZED", "PERMISSION_DENIED", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE",
     "UNSUPPORTED_MEDIA_TYPE", "SERVICE_UNAVAILABLE", "METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE", "TOO_MANY_REQUESTS",
+    "GONE",
 ]
 ERROR_SCHEMA = {
     "type": "object",
@@ -205,6 +214,7 @@ _ERROR_DESCRIPTIONS = {
     403: "PERMISSION_DENIED: the user lacks the model permission.",
     404: "NOT_FOUND: no such object.",
     409: "CONFLICT: the object's state does not allow this, or it is still in use.",
+    410: "GONE: the object's file has expired and was deleted.",
     413: "PAYLOAD_TOO_LARGE: the request body is over the limit.",
     415: "UNSUPPORTED_MEDIA_TYPE: the body's Content-Type is not accepted.",
     429: "TOO_MANY_REQUESTS: too many failed logins from this address or for this user; see Retry-After.",
@@ -213,7 +223,7 @@ _ERROR_DESCRIPTIONS = {
 _CODE_OF_STATUS = {
     400: "BAD_PARAM", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 503: "SERVICE_UNAVAILABLE",
-    429: "TOO_MANY_REQUESTS",
+    429: "TOO_MANY_REQUESTS", 410: "GONE",
 }
 
 

@@ -7,7 +7,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext as _
 
 from videos.errors import BadParam
-from videos.filters import CreatedDateFilterSet, IntegerListFilter, NumberFilter
+from videos.filters import BooleanFilter, CreatedDateFilterSet, IntegerListFilter, NumberFilter
 from videos.models import BodyCluster, BodyEvent, CarCluster, CarEvent, FaceCluster, FaceEvent
 
 # looks_like's similarity threshold when the request gives none.
@@ -31,8 +31,23 @@ class EventFilterSet(CreatedDateFilterSet):
 
 
 class FaceEventFilterSet(EventFilterSet):
+    matched = BooleanFilter(field_name="matched_card", lookup_expr="isnull", exclude=True,
+                                           label="Matched a watch list card (true) or not (false).")
+    matched_card = IntegerListFilter(field_name="matched_card_id", label="Matched one of these cards.")
+    matched_lists = IntegerListFilter(method="filter_matched_lists", field_name="watchlist_id",
+                                      label="Matched through any of these watch lists.")
+    confidence_gte = NumberFilter(field_name="match_confidence", lookup_expr="gte", min_value=0, max_value=1,
+                                  label="Similarity to the matched card at least this (0..1).")
+
     class Meta(EventFilterSet.Meta):
         model = FaceEvent
+
+    def filter_matched_lists(self, queryset: QuerySet, name: str, value: list[int] | None) -> QuerySet:
+        """Events matched through at least one of the lists (each event once)."""
+        if value is None:
+            return queryset
+        links = FaceEvent.matched_lists.through.objects.filter(faceevent_id=OuterRef("pk"), watchlist_id__in=value)
+        return queryset.filter(Exists(links))
 
 
 class BodyEventFilterSet(EventFilterSet):
@@ -76,6 +91,8 @@ class ClusterFilterSet(CreatedDateFilterSet):
     """`video_archive` / `camera_groups`: clusters with at least one event from those archives / groups."""
 
     id_in = IntegerListFilter(field_name="id", label="Cluster ids (repeated or comma list).")
+    name_contains = django_filters.CharFilter(field_name="name", lookup_expr="icontains", max_length=256,
+                                              label="Clusters whose name contains this (any case).")
     video_archive = IntegerListFilter(method="filter_member", field_name="video_archive_id",
                                       label="Clusters with events from these archives (repeated or comma list).")
     camera_groups = IntegerListFilter(method="filter_member", field_name="camera_group_id",

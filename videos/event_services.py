@@ -14,6 +14,7 @@ from videos.clusters import (
     archive_cluster_count,
     embedding_from_bytes,
     embedding_to_bytes,
+    last_direction,
     lock_clusters,
     unit_or_none,
 )
@@ -35,8 +36,8 @@ def event_delete(*, event: Event) -> None:
     If it was in a cluster, under the clusters lock that clustering takes too (videos.clusters): the cluster's
     `event_count` becomes the number of members left (one less), its `centroid` (the sum of the members' unit
     embeddings) loses this one's, `best_event` is re-picked by quality if it was this one, and a cluster left
-    empty is deleted. The archive's `<kind>_count` is recounted, and its `<kind>_cluster_count` too unless it is
-    null (clustering has not run for the archive yet).
+    empty is deleted (a curated one stays, empty, see videos.clusters). The archive's `<kind>_count` is
+    recounted, and its `<kind>_cluster_count` too unless it is null (clustering has not run for the archive yet).
     """
     kind = event_kind(event)
     model = EVENT_MODELS[kind]
@@ -50,30 +51,38 @@ def event_delete(*, event: Event) -> None:
         cluster_id, embedding = row
         model.objects.filter(pk=event.pk).delete()
         if cluster_id is not None:
-            _cluster_remove_member(kind, cluster_id, event_id=event.pk, embedding=embedding)
+            cluster_remove_members(kind, cluster_id, event_ids={event.pk}, embeddings=[embedding])
         _archive_recount(kind, event.video_archive_id)
     transaction.on_commit(lambda: _delete_files(names))
 
 
-def _cluster_remove_member(kind: str, cluster_id: int, *, event_id: int, embedding: bytes | None) -> None:
-    """Take a deleted member out of its cluster's bookkeeping (clusters lock held); delete the cluster if empty."""
+def cluster_remove_members(kind: str, cluster_id: int, *, event_ids: set[int],
+                           embeddings: list[bytes | None]) -> None:
+    """Take deleted members (`event_ids`, their `embeddings`) out of their cluster's bookkeeping (clusters lock
+    held): count, centroid and best event follow; a cluster left empty is deleted, but a curated one (a person's,
+    videos.persons) stays, empty, by its last direction (videos.clusters). Event deletion and retention share it."""
     cluster_model = CLUSTER_MODELS[kind]
-    found = cluster_model.objects.filter(pk=cluster_id).values_list("centroid", "best_event_id").first()
+    found = cluster_model.objects.filter(pk=cluster_id).values_list("centroid", "best_event_id", "curated").first()
     if found is None:
         return
-    raw_centroid, best_id = found
+    raw_centroid, best_id, curated = found
     members = EVENT_MODELS[kind].objects.filter(cluster_id=cluster_id)
     count = members.count()
+    centroid = embedding_from_bytes(raw_centroid)
+    if count == 0 and curated:
+        cluster_model.objects.filter(pk=cluster_id).update(
+            event_count=0, centroid=embedding_to_bytes(last_direction(centroid)), best_event_id=None,
+            modified_date=timezone.now())
+        return
     if count == 0:
         cluster_model.objects.filter(pk=cluster_id).delete()
         return
-    centroid = embedding_from_bytes(raw_centroid)
-    vector = None if embedding is None else unit_or_none(embedding_from_bytes(embedding))
-    if vector is None or vector.shape != centroid.shape:
+    vectors = [None if raw is None else unit_or_none(embedding_from_bytes(raw)) for raw in embeddings]
+    if any(vector is None or vector.shape != centroid.shape for vector in vectors):
         centroid = _sum_of(members)  # nothing to subtract exactly: the sum again, from the members left
     else:
-        centroid = centroid - vector
-    if best_id is None or best_id == event_id:  # (the delete has already set it to null: on_delete=SET_NULL)
+        centroid = centroid - np.sum(vectors, axis=0)
+    if best_id is None or best_id in event_ids:  # (a delete has already set it to null: on_delete=SET_NULL)
         best_id = members.order_by("-quality", "id").values_list("id", flat=True).first()
     cluster_model.objects.filter(pk=cluster_id).update(
         event_count=count, centroid=embedding_to_bytes(centroid), best_event_id=best_id, modified_date=timezone.now()

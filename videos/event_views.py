@@ -6,17 +6,25 @@ from django.http import FileResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from videos import event_filters, event_selectors, event_services
+from videos import event_filters, event_selectors, event_services, persons, watchlist_services
 from videos.errors import BadParam
 from videos.negotiation import IMAGE_RENDERERS, ImageEndpointMixin
 from videos.pagination import KeysetPagination, parse_limit
 from videos.permissions import requires
-from videos.serializers.clusters import ClusterSerializer
+from videos.serializers.clusters import (
+    ClusterMergeSerializer,
+    ClusterSerializer,
+    ClusterSplitSerializer,
+    ClusterUpdateSerializer,
+    FaceClusterSerializer,
+    FaceClusterUpdateSerializer,
+    MergeResultSerializer,
+)
 from videos.serializers.events import EventSerializer, FaceEventSerializer
 from videos.views import ListCountMixin
 
@@ -118,10 +126,45 @@ class CarEventViewSet(EventViewSet):
 
 
 class ClusterViewSet(ReadDeleteViewSet):
-    # Clusters of one kind: list, count, retrieve; each with the archives and camera groups of its events.
+    # Clusters of one kind: list, count, retrieve; each with the archives and camera groups of its events. Persons
+    # (videos.persons): PATCH names one, merge/ and split/ regroup their events.
 
     serializer_class = ClusterSerializer
     ordering_fields = {"id": "id", "created_date": "created_date", "event_count": "event_count"}
+    http_method_names = ["get", "patch", "post", "head", "options"]
+
+    @extend_schema(summary="Name a cluster", request=ClusterUpdateSerializer, responses={200: ClusterSerializer})
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        cluster = self.get_object()
+        serializer = ClusterUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        if "name" in serializer.validated_data:
+            cluster = persons.cluster_update(kind=self.kind, cluster_id=cluster.pk,
+                                             name=serializer.validated_data["name"])
+        return Response(self._serialize([cluster], many=False))
+
+    @extend_schema(summary="Merge clusters into this one", request=ClusterMergeSerializer,
+                   responses={200: MergeResultSerializer(many=True)})
+    @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
+    @requires("change", "delete")
+    def merge(self, request: Request, pk: str) -> Response:
+        serializer = ClusterMergeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        results = persons.cluster_merge(kind=self.kind, cluster_id=int(pk), ids=serializer.validated_data["ids"])
+        return Response(MergeResultSerializer(results, many=True).data)
+
+    @extend_schema(summary="Split events out of this cluster into a new one", request=ClusterSplitSerializer,
+                   responses={201: ClusterSerializer})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    @requires("change", "add")
+    def split(self, request: Request, pk: str) -> Response:
+        serializer = ClusterSplitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        cluster = persons.cluster_split(kind=self.kind, cluster_id=int(pk),
+                                        event_ids=serializer.validated_data["events"],
+                                        name=serializer.validated_data["name"])
+        return Response(self._serialize([cluster], many=False), status=status.HTTP_201_CREATED,
+                        headers={"Location": self.reverse_action("detail", args=[cluster.pk])})
 
     def get_queryset(self):
         return event_selectors.cluster_list(kind=self.kind)
@@ -140,10 +183,25 @@ class ClusterViewSet(ReadDeleteViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="List face clusters"),
-                    count=extend_schema(summary="Count face clusters"))
+                    count=extend_schema(summary="Count face clusters"),
+                    partial_update=extend_schema(summary="Name a face cluster, attach it to a card (or detach it)",
+                                                 request=FaceClusterUpdateSerializer,
+                                                 responses={200: FaceClusterSerializer}))
 class FaceClusterViewSet(ClusterViewSet):
     kind = "face"
     filterset_class = event_filters.FaceClusterFilterSet
+    serializer_class = FaceClusterSerializer
+
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        cluster = self.get_object()
+        serializer = FaceClusterUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "name" in data:
+            cluster = persons.cluster_update(kind=self.kind, cluster_id=cluster.pk, name=data["name"])
+        if "card" in data:
+            cluster = watchlist_services.face_cluster_set_card(cluster=cluster, card=data["card"])
+        return Response(self._serialize([cluster], many=False))
 
 
 @extend_schema_view(list=extend_schema(summary="List body clusters"),

@@ -52,6 +52,7 @@ from videos.health import KIND_PLURALS, empty_statistic
 from videos.job_messages import safe_params
 from videos.models import BUSY_STATES, RUNNING_STATES, ArchiveChunk, JobState, VideoArchive
 from videos.storage import media_source
+from videos.webhooks import notify_archive_status
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +129,17 @@ def job_queue(*, archive_id: int, send: Callable[[int, str], None] | None = brok
             # Unknown until the new run's events are clustered.
             **{name: None for name in CLUSTER_COUNTS},
         )
+        notify_archive_status(archive_id, JobState.QUEUED)
         if send is not None:
             def send_on_commit() -> None:
                 try:
                     send(archive_id, task_id)
                 except (BrokerError, KombuError, OSError) as exc:
                     logger.error("video archive %s: cannot enqueue task %s: %s", archive_id, task_id, exc)
-                    VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id, job_state=JobState.QUEUED).update(
-                        **restore
-                    )
+                    with transaction.atomic():
+                        if VideoArchive.objects.filter(pk=archive_id, job_task_id=task_id,
+                                                       job_state=JobState.QUEUED).update(**restore):
+                            notify_archive_status(archive_id, restore["job_state"])  # webhooks saw it queued
                     raise ServiceUnavailable(_("The task queue is unavailable, try again later.")) from exc
 
             transaction.on_commit(send_on_commit)
@@ -229,6 +232,8 @@ def job_claim(*, archive_id: int, task_id: str, worker: str) -> ClaimedJob | Non
             "processing_finish_date", "job_msg_code", "job_msg_params", "statistic", "face_count", "body_count",
             "car_count", "job_checkpoint", "job_purge_pending",
         ])
+        if purge:  # a resume is no change a webhook is told of (README "Webhooks")
+            notify_archive_status(archive_id, JobState.STARTING, attempt=archive.job_starts)
     resumed = not purge
     return ClaimedJob(
         archive_id=archive_id,
@@ -253,6 +258,7 @@ def _end_exhausted(archive: VideoArchive) -> None:
         job_msg_params={"attempts": archive.job_starts}, processing_finish_date=timezone.now(), stop_requested=False,
     )
     if ended:
+        notify_archive_status(archive.pk, JobState.FAILED, code="attempts_exhausted")
         transaction.on_commit(lambda: metrics.job_ended(JobState.FAILED, "attempts_exhausted"))
         logger.error("video archive %s task %s: %d attempts ended with their worker gone; the job failed",
                      archive.pk, archive.job_task_id, archive.job_starts)
@@ -302,13 +308,15 @@ def job_finish(job: ClaimedJob, state: JobState, code: str = "", params: dict[st
             statistic[f"{KIND_PLURALS[kind]}_posted"] = count
             statistic["objects"][kind]["posted"] = count
         fields["statistic"] = statistic
-    finished = _owned(job.archive_id, job.claim).update(
-        job_state=state, job_msg_code=code, job_msg_params=safe_params(params),
-        processing_finish_date=timezone.now(), stop_requested=False, **fields,
-    )
-    if finished:  # its events go into clusters (videos.clusters), sent once the end of the job is committed
-        transaction.on_commit(lambda: metrics.job_ended(state, code))
-        transaction.on_commit(lambda: enqueue_clustering(job.archive_id))
+    with transaction.atomic():  # the end of the job and its webhook deliveries (outbox rows) commit together
+        finished = _owned(job.archive_id, job.claim).update(
+            job_state=state, job_msg_code=code, job_msg_params=safe_params(params),
+            processing_finish_date=timezone.now(), stop_requested=False, **fields,
+        )
+        if finished:  # its events go into clusters (videos.clusters), sent once the end of the job is committed
+            notify_archive_status(job.archive_id, state, code=code)
+            transaction.on_commit(lambda: metrics.job_ended(state, code))
+            transaction.on_commit(lambda: enqueue_clustering(job.archive_id))
     return bool(finished)
 
 
@@ -508,6 +516,9 @@ def _pipeline_settings(job: ClaimedJob, path: str | BinaryIO) -> PipelineSetting
         object_input_size=settings.FFV_OBJECT_INPUT_SIZE,
         ort_threads=settings.FFV_ORT_THREADS,
         detect_workers=settings.FFV_DETECT_WORKERS,
+        detect_batch=settings.FFV_DETECT_BATCH,
+        detect_batch_wait=settings.FFV_DETECT_BATCH_WAIT_MS / 1000,
+        decode_threads=settings.FFV_DECODE_THREADS,
         decode_buffer_bytes=settings.FFV_DECODE_BUFFER_MB * 1024 * 1024,
         memory_limit_bytes=settings.FFV_WORKER_MEMORY_LIMIT_MB * 1024 * 1024,
         fetch=FetchPolicy(
@@ -715,6 +726,7 @@ def _settle_chunked(archive: VideoArchive) -> None:
     if ended:
         logger.info("video archive %s task %s: %d chunks ended; the job %s", archive.pk, archive.job_task_id,
                     len(chunks), final.value)
+        notify_archive_status(archive.pk, final, code=code)
         transaction.on_commit(lambda: metrics.job_ended(final, code))
         transaction.on_commit(lambda: enqueue_clustering(archive.pk))
 

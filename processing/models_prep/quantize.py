@@ -133,7 +133,7 @@ def _video_frames(path: Path) -> list[npt.NDArray[Any]]:
 
     import av
 
-    with av.open(io.BytesIO(_read(path))) as container:
+    with av.open(io.BytesIO(_read(path)), mode="r") as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 

@@ -135,8 +135,11 @@ class ProgressReporter:
 
     def __init__(self, progress: Progress, stats: DecodeStats, *, interval: float,
                  on_progress: Callable[[Progress], None], should_stop: Callable[[], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, end_time: float | None = None) -> None:
         self.progress = progress
+        # Where this run stops, in seconds of the video: a chunk's span end (the time left is to there, not to the
+        # end of the whole video); None: the end of the video.
+        self.end_time = end_time
         self.stats = stats
         self.interval = interval
         self.on_progress = on_progress
@@ -200,4 +203,5 @@ class ProgressReporter:
         if now - then < ETA_MIN_SPAN or done <= done_then:
             return None
         rate = (done - done_then) / (now - then)
-        return round(max(0.0, progress.source_len - done) / rate, 1)
+        end = progress.source_len if self.end_time is None else min(self.end_time, progress.source_len)
+        return round(max(0.0, end - done) / rate, 1)

@@ -7,13 +7,20 @@ reporter ticking after every frame and while the decoder keeps the loop waiting.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
 from processing.config import PipelineSettings
 from processing.decoding import DecodedFrame, DecodeStats
 from processing.media import CropOutsideFrame
-from processing.pipeline.detection import Detectors, FrameDetection, ThreadedDetection
+from processing.pipeline.detection import (
+    BatchedDetection,
+    Detectors,
+    FrameDetection,
+    ThreadedDetection,
+    resolve_detect_batch,
+)
 from processing.pipeline.errors import PipelineError, out_of_memory
 from processing.pipeline.progress import PipelineResult, Progress, ProgressReporter
 from processing.pipeline.sampler import FrameSampler
@@ -46,20 +53,25 @@ def run_pipeline(
         progress.resumed_from_frame = resume_frame
         progress.checkpoint = dict(resume)
     reporter = ProgressReporter(progress, stats, interval=settings.progress_interval, on_progress=on_progress,
-                                should_stop=should_stop)
+                                should_stop=should_stop, end_time=settings.span[1] if settings.span else None)
     source = FrameSource.open(settings, stats, first_index=max(0, resume_frame))
     try:
         frames = iter(source)
         first, stopped = _first_frame(frames, reporter, stats)
         if not stopped:
+            if settings.detect_batch <= 0:  # "auto": by the provider the detectors' sessions got
+                settings = dataclasses.replace(settings,
+                                               detect_batch=resolve_detect_batch(settings.detect_batch, settings))
             source.release(buffer_depth(settings, stats))
-            detectors = Detectors(settings)
+            detectors = Detectors(settings, settings.detect_batch)
             embedders = load_embedders(settings)
             started = time.monotonic()
             reporter.start(started)
             sampler = FrameSampler(settings, stats, progress, started=started, resume_frame=resume_frame,
                                    analyse=bool(settings.detectors))
-            detection = ThreadedDetection(detectors, settings.detect_workers)
+            detection: FrameDetection = (
+                BatchedDetection(detectors, settings.detect_batch, settings.detect_workers)
+                if settings.detect_batch > 1 else ThreadedDetection(detectors, settings.detect_workers))
             tracking: Tracking | None = None
             try:
                 if first is not None:

@@ -158,6 +158,7 @@ def _frames(settings: PipelineSettings, path: str | Path | BinaryIO, stats: Deco
         first_index=first_index,
         start_time=settings.span[0] if settings.span else 0.0,
         end_time=settings.span[1] if settings.span else None,
+        threads=settings.decode_threads,
     )
 
 
@@ -168,10 +169,18 @@ def _fetched_frames(settings: PipelineSettings, stats: DecodeStats, *, first_ind
         yield from _frames(settings, path, stats, first_index=first_index)
 
 
+def frames_in_flight(settings: PipelineSettings) -> int:
+    """Frames the detection stage may hold at once: its workers' frames, or its batches' (the filling one too)."""
+    workers = max(1, settings.detect_workers)
+    if settings.detect_batch > 1:
+        return settings.detect_batch * (workers + 1)
+    return workers
+
+
 def buffer_depth(settings: PipelineSettings, stats: DecodeStats) -> int:
     """Frames to decode ahead; raises PipelineError when frames of this size cannot fit the memory limit."""
     frame_bytes = stats.width * stats.height * 3
-    workers = max(1, settings.detect_workers)
+    workers = frames_in_flight(settings)
     if settings.memory_limit_bytes and frame_bytes * FRAME_COPIES * workers > settings.memory_limit_bytes:
         raise out_of_memory(stats)
     # As many frames ahead as fit the buffer budget: 8 small ones, a single one of 8192x8192 (200 MB).

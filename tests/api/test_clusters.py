@@ -23,8 +23,8 @@ from videos.models import CLUSTER_MODELS, CameraGroup, Cluster, VideoArchive
 
 pytestmark = pytest.mark.django_db
 
-CLUSTER_KEYS = ["id", "created_date", "modified_date", "event_count", "best_event", "thumbnail", "video_archives",
-                "camera_groups"]
+CLUSTER_KEYS = ["id", "name", "created_date", "modified_date", "event_count", "best_event", "thumbnail",
+                "video_archives", "camera_groups"]
 
 
 def url(kind: str, suffix: str = "") -> str:
@@ -83,9 +83,10 @@ def test_list_and_retrieve_shape(cl_api, archives, default_group, other_group, k
     body = cl_api.get(url(kind)).json()
     assert list(body) == ["next_page", "prev_page", "results"]
     [row] = body["results"]
-    assert list(row) == CLUSTER_KEYS
+    assert list(row) == CLUSTER_KEYS + (["card"] if kind == "face" else [])
     expected = {
         "id": cluster.pk,
+        "name": "",
         "created_date": iso(cluster.created_date),
         "modified_date": iso(cluster.modified_date),
         "event_count": 4,
@@ -93,6 +94,7 @@ def test_list_and_retrieve_shape(cl_api, archives, default_group, other_group, k
         "thumbnail": f"http://testserver/events/{PLURAL[kind]}/{cluster.best_event_id}/thumbnail/",
         "video_archives": sorted([a1.pk, a2.pk, a3.pk]),
         "camera_groups": sorted([default_group.pk, other_group.pk]),
+        **({"card": None} if kind == "face" else {}),
     }
     assert row == expected
     detail = cl_api.get(url(kind, f"{cluster.pk}/"))
@@ -119,11 +121,12 @@ def test_retrieve_unknown_is_not_found(cl_api, archives):
     assert_error(cl_api.get(url("body", "x/")), 404, "NOT_FOUND")
 
 
-def test_clusters_are_read_only(archives):
+def test_clusters_are_made_by_clustering_only(archives):
+    """Persons (tests/test_persons.py) name, merge and split them; nobody creates, replaces or deletes one."""
     client = token_client(_user("root", superuser=True))
     cluster = cluster_of("car", [archives[0]])
     assert client.post(url("car"), {}, format="json").status_code == 405
-    assert client.patch(url("car", f"{cluster.pk}/"), {}, format="json").status_code == 405
+    assert client.put(url("car", f"{cluster.pk}/"), {}, format="json").status_code == 405
     assert client.delete(url("car", f"{cluster.pk}/")).status_code == 405
 
 

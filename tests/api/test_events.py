@@ -33,7 +33,7 @@ EVENT_KEYS = [
     "frame_coords_top", "frame_coords_right", "frame_coords_bottom", "quality", "track_id", "thumbnail",
     "fullframe", "cluster", "detector_params",
 ]
-FACE_EVENT_KEYS = [*EVENT_KEYS, "looks_like_confidence"]
+FACE_EVENT_KEYS = [*EVENT_KEYS, "looks_like_confidence", "matched", "matched_card", "matched_lists", "confidence"]
 KEYS = {"face": FACE_EVENT_KEYS, "body": EVENT_KEYS, "car": EVENT_KEYS}
 
 _serial = itertools.count(1)
@@ -169,6 +169,7 @@ def test_list_and_retrieve_shape(ev_api, archive, kind):
     }
     if kind == "face":
         expected["looks_like_confidence"] = None
+        expected.update(matched=False, matched_card=None, matched_lists=[], confidence=None)
     assert row == expected
     detail = ev_api.get(url(kind, f"{event.pk}/"))
     assert detail.status_code == 200

@@ -660,3 +660,18 @@ def test_a_page_of_1000_archives_builds_no_more_fields_than_a_page_of_10(api, de
     ten = fields_built_for(10)
     assert ten > 0
     assert fields_built_for(1000) == ten
+
+
+def test_an_unknown_settings_version_is_shown_with_the_current_defaults(api, default_group):
+    """A row written by a newer release (then rolled back) names a version this code does not know: the list
+    and the archive's page still answer, completing its settings with the newest defaults known here."""
+    archive = VideoArchive.objects.create(camera_group=default_group, name="from the future",
+                                          stream_settings={"detectors": {"face": None}}, stream_settings_version=99)
+    listed = api.get("/videos/?limit=1000")
+    own = api.get(f"/videos/{archive.pk}/")
+    assert listed.status_code == own.status_code == 200
+    [row] = [row for row in listed.json()["results"] if row["id"] == archive.pk]
+    assert row["stream_settings"] == own.json()["stream_settings"]
+    assert own.json()["stream_settings"]["detectors"]["face"] is None
+    newest = complete_stream_settings({}, version=current_version())
+    assert own.json()["stream_settings"]["detectors"]["body"] == newest["detectors"]["body"]

@@ -67,3 +67,17 @@ def test_no_eta_without_a_known_length_nor_for_frames_a_resume_skips():
         resumed.processed_duration += 10
         reporter.tick()
         assert resumed.eta_seconds is None
+
+
+def test_a_chunks_eta_is_the_time_to_its_own_end_not_the_videos():
+    """A chunk of [20, 40) s of a 60 s video, analysed at 2x: its time left is to 40 s, so the archive's ETA
+    (the slowest running chunk's, videos.chunks) is not the whole video's remainder."""
+    clock, progress = Clock(), Progress()
+    stats = DecodeStats()
+    stats.duration = 60.0
+    reporter = ProgressReporter(progress, stats, interval=0.5, on_progress=lambda p: None, should_stop=lambda: False,
+                                clock=clock, end_time=40.0)
+    progress.processed_duration = 20.0  # decoding starts at the chunk's keyframe
+    etas = run(clock, progress, reporter, seconds=5, speed=2.0)
+    assert progress.processed_duration == 30.0
+    assert etas[-1] == (40 - 30) / 2.0

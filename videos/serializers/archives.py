@@ -34,6 +34,27 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
 _URL_CHARACTER = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 
 
+def check_url_characters(value: str) -> None:
+    """Characters of a URI only (RFC 3986, `%`-escapes included); raises ValidationError naming the first other."""
+    for position, character in enumerate(value):
+        if not _URL_CHARACTER.fullmatch(character):
+            raise serializers.ValidationError(
+                _("The URL cannot contain %(character)s (at position %(position)d); percent-encode it.")
+                % {"character": ascii(character), "position": position}
+            )
+
+
+def url_policy_message(exc: SourceNotAllowed) -> str:
+    """What the API says about a URL the url policy refuses (processing.sources)."""
+    if exc.reason == "scheme":
+        return _("Only http and https URLs with a host are allowed.")
+    if exc.reason == "host":
+        return _("Host %(host)s is not in the allowed list.") % {"host": exc.host}
+    if exc.reason == "private":
+        return _("Private, loopback and link-local hosts are not allowed.")
+    return _("Enter a valid URL.")
+
+
 def validate_source_url(value: str | None) -> str | None:
     """Characters of a URI only; http/https only; allowed hosts; literal private, loopback or link-local hosts only
     when allowed.
@@ -42,25 +63,12 @@ def validate_source_url(value: str | None) -> str | None:
     """
     if value is None:
         return value
-    for position, character in enumerate(value):
-        if not _URL_CHARACTER.fullmatch(character):
-            raise serializers.ValidationError(
-                _("The URL cannot contain %(character)s (at position %(position)d); percent-encode it.")
-                % {"character": ascii(character), "position": position}
-            )
+    check_url_characters(value)
     try:
         check_source_url(value, allowed_hosts=settings.FFV_URL_ALLOWED_HOSTS,
                          allow_private=settings.FFV_URL_ALLOW_PRIVATE, resolve=False)
     except SourceNotAllowed as exc:
-        if exc.reason == "scheme":
-            message = _("Only http and https URLs with a host are allowed.")
-        elif exc.reason == "host":
-            message = _("Host %(host)s is not in the allowed list.") % {"host": exc.host}
-        elif exc.reason == "private":
-            message = _("Private, loopback and link-local hosts are not allowed.")
-        else:
-            message = _("Enter a valid URL.")
-        raise serializers.ValidationError(message) from exc
+        raise serializers.ValidationError(url_policy_message(exc)) from exc
     return value
 
 

@@ -57,6 +57,17 @@ class FaceEventSerializer(EventSerializer):
         help_text="Similarity to the looks_like probe (0..1); null when the request has no looks_like."
     )
 
+    matched = serializers.SerializerMethodField(help_text="Whether it matched a watch list card.")
+    matched_card = serializers.IntegerField(source="matched_card_id", read_only=True, allow_null=True,
+                                            help_text="The watch list card it matched, or null.")
+    matched_lists = serializers.ListField(source="matched_list_ids", child=serializers.IntegerField(), read_only=True,
+                                          help_text="The watch lists through which it matched.")
+    confidence = serializers.FloatField(source="match_confidence", read_only=True, allow_null=True,
+                                        help_text="Similarity (0..1) to the matched card's closest photo, or null.")
+
+    def get_matched(self, event: Event) -> bool:
+        return event.matched_card_id is not None
+
     @extend_schema_field({"type": "number", "format": "double", "nullable": True})
     def get_looks_like_confidence(self, event: Event) -> float | None:
         return getattr(event, "looks_like_confidence", None)

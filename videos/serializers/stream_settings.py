@@ -8,7 +8,10 @@ level, cross-field rules and PATCH merging.
 from __future__ import annotations
 
 import functools
+import json
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.utils.translation import gettext_lazy as _
@@ -16,6 +19,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from processing.stream_settings import (
+    DEFAULTS_BY_VERSION,
     DETECTOR_SETTINGS,
     FFMPEG_FORMATS,
     FFMPEG_OPTIONS,
@@ -31,6 +35,7 @@ from processing.stream_settings import (
     detector_defaults,
 )
 from processing.stream_settings import default_stream_settings as _default_stream_settings
+from videos.selectors import STREAM_SETTINGS_TEXT
 from videos.serializers.fields import (
     ExcessFieldsRejectMixin,
     StrictBooleanField,
@@ -38,6 +43,8 @@ from videos.serializers.fields import (
     StrictIntegerField,
     StrictNumberField,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def validate_geometry(value: str) -> str:
@@ -232,6 +239,16 @@ def merge_stream_settings(current: dict[str, Any], patch: dict[str, Any]) -> dic
     return merged
 
 
+_COMPLETED_PER_PAGE = 256  # distinct settings kept per serializer: a bound, not a tuning knob
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredText:
+    """Stored stream_settings still as the database's JSON text."""
+
+    text: str
+
+
 @extend_schema_field(StreamSettingsSerializer)
 class StreamSettingsField(serializers.Field):
     """`stream_settings` on an archive: full validation always; on PATCH the sent keys merge into the stored ones.
@@ -246,7 +263,11 @@ class StreamSettingsField(serializers.Field):
 
     def get_attribute(self, instance: Any) -> tuple[Any, int | None]:
         # The representation needs the version the settings were written at; None (no row yet): the current one.
-        return super().get_attribute(instance), getattr(instance, "stream_settings_version", None)
+        version = getattr(instance, "stream_settings_version", None)
+        text = getattr(instance, "__dict__", {}).get(STREAM_SETTINGS_TEXT)
+        if text is not None:  # a list page (selectors.archive_page_list): the JSON text, completed once per value
+            return _StoredText(text), version
+        return super().get_attribute(instance), version
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -263,4 +284,19 @@ class StreamSettingsField(serializers.Field):
 
     def to_representation(self, value: tuple[Any, int | None]) -> dict[str, Any]:
         stored, version = value
-        return complete_stream_settings(stored, version=current_version() if version is None else version)
+        if version is None or version not in DEFAULTS_BY_VERSION:
+            if version is not None:  # written by a newer release (then rolled back): shown, not a 500 for the page
+                logger.warning("archive stream_settings_version %r is unknown here; completing with version %s",
+                               version, current_version())
+            version = current_version()
+        if not isinstance(stored, _StoredText):
+            return complete_stream_settings(stored, version=version)
+        # One page shares the completed dict between the rows with the same text: it is only rendered, never changed.
+        completed = self.__dict__.setdefault("_completed_by_text", {})
+        key = (version, stored.text)
+        result = completed.get(key)
+        if result is None:
+            if len(completed) >= _COMPLETED_PER_PAGE:
+                completed.clear()
+            result = completed[key] = complete_stream_settings(json.loads(stored.text), version=version)
+        return result

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -196,6 +197,15 @@ admin.site.register(CarCluster, ClusterAdmin)
 
 
 
+# A webhook's page shows this many of its newest deliveries (a busy one has many thousands).
+WEBHOOK_PAGE_DELIVERIES = 50
+
+
+class _NewestDeliveries(BaseInlineFormSet):
+    def get_queryset(self):
+        return super().get_queryset().order_by("-id")[:WEBHOOK_PAGE_DELIVERIES]
+
+
 class WebhookDeliveryInline(admin.TabularInline):
     """A webhook's deliveries, read-only, newest first: what an operator looks at when a receiver fails."""
 
@@ -207,6 +217,7 @@ class WebhookDeliveryInline(admin.TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
+    formset = _NewestDeliveries
 
 
 class WebhookAdminForm(forms.ModelForm):

@@ -430,7 +430,7 @@ def _write_zip(handle: IO[bytes], export: Export, query: ExportQuery, queryset: 
             csv_file.seek(0)
             info = zipfile.ZipInfo(CSV_NAME, date_time=_zip_time(timezone.now()))
             info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as target:
+            with archive.open(info, "w", force_zip64=True) as target:  # (a CSV may pass 2 GiB)
                 shutil.copyfileobj(csv_file, target, 1024 * 1024)
     return written
 

@@ -61,7 +61,8 @@ def cluster_update(*, kind: str, cluster_id: int, name: str) -> Cluster:
                                                                      modified_date=timezone.now())
         if not updated:
             raise NotFound(_("No such cluster."))
-    return cluster_model.objects.defer("centroid").get(pk=cluster_id)
+        # (read under the lock: a merge committed after it could have deleted the cluster)
+        return cluster_model.objects.defer("centroid").get(pk=cluster_id)
 
 
 def cluster_merge(*, kind: str, cluster_id: int, ids: Sequence[int]) -> list[MergeResult]:
@@ -87,6 +88,10 @@ def cluster_merge(*, kind: str, cluster_id: int, ids: Sequence[int]) -> list[Mer
         centroid = embedding_from_bytes(target.centroid)
         total: np.ndarray | None = centroid if target.event_count > 0 else None
         name = target.name
+        # A face cluster's watch-list card (watch lists): the target's, else the first merged one's.
+        has_card = any(field.name == "card" for field in cluster_model._meta.get_fields())
+        card_id = target.card_id if has_card else None
+        cards = dict(cluster_model.objects.filter(pk__in=ids).values_list("pk", "card_id")) if has_card else {}
         seen: set[int] = set()
         merged: list[int] = []
         for other_id in ids:
@@ -112,6 +117,7 @@ def cluster_merge(*, kind: str, cluster_id: int, ids: Sequence[int]) -> list[Mer
                 total = vector if total is None else total + vector
             frames |= other_frames
             name = name or other_name
+            card_id = card_id or cards.get(other_id)
             merged.append(other_id)
             results.append(MergeResult(other_id, True))
         if merged:
@@ -122,6 +128,8 @@ def cluster_merge(*, kind: str, cluster_id: int, ids: Sequence[int]) -> list[Mer
             if total is None:  # every one empty: the target keeps its last direction
                 total = centroid
             _settle(kind, cluster_id, centroid=total, name=name)
+            if has_card:
+                cluster_model.objects.filter(pk=cluster_id).update(card_id=card_id)
             _recount_archives(kind, archives)
         else:
             cluster_model.objects.filter(pk=cluster_id).update(curated=True)
@@ -163,7 +171,7 @@ def cluster_split(*, kind: str, cluster_id: int, event_ids: Sequence[int], name:
         _settle(kind, cluster_id, centroid=rest)
         _settle(kind, new.pk, centroid=moved_sum)
         _recount_archives(kind, archives)
-    return cluster_model.objects.defer("centroid").get(pk=new.pk)
+        return cluster_model.objects.defer("centroid").get(pk=new.pk)
 
 
 def _sum(embeddings: Iterable[bytes | memoryview | None]) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from videos.clusters import uncluster_archive
 from videos.errors import BadParam, Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType
 from videos.events import events_purge
 from videos.jobs import job_queue
-from videos.models import BUSY_STATES, RUNNING_STATES, JobState, VideoArchive
+from videos.models import BUSY_STATES, RUNNING_STATES, CameraGroup, JobState, VideoArchive, WatchList, Webhook
 from videos.storage import StorageUnavailable, media_source, streams_uploads
 from videos.webhooks import notify_archive_status
 
@@ -314,3 +314,13 @@ def archive_screenshot(*, archive_id: int, params: ScreenshotParams, fresh: bool
         raise BadParam(str(exc), param="rot") from exc
     cache.set(key, jpeg)
     return jpeg
+
+
+@transaction.atomic
+def camera_group_delete(*, group: CameraGroup) -> None:
+    """Delete a camera group. Refused (409) while a watch list or a webhook names it: without it, one naming only
+    this group would name none, which means every group, and would match and send the events of all of them."""
+    if (WatchList.camera_groups.through.objects.filter(cameragroup_id=group.pk).exists()
+            or Webhook.camera_groups.through.objects.filter(cameragroup_id=group.pk).exists()):
+        raise Conflict(_("The camera group is named by a watch list or a webhook; take it out of them first."))
+    group.delete()

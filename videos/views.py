@@ -297,6 +297,9 @@ class CameraGroupViewSet(ApiModelViewSet):
     def get_queryset(self):
         return selectors.camera_group_list()
 
+    def perform_destroy(self, instance) -> None:
+        services.camera_group_delete(group=instance)
+
 
 class CameraViewSet(ApiModelViewSet):
     serializer_class = CameraSerializer

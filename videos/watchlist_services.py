@@ -18,8 +18,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from videos import matching
+from videos.clusters import lock_clusters
 from videos.detections import photo_faces
-from videos.errors import BadParam, Conflict
+from videos.errors import BadParam, Conflict, NotFound
 from videos.models import Card, CardPhoto, FaceCluster, WatchList
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,15 @@ def card_photo_delete(*, photo: CardPhoto) -> None:
 
 
 def face_cluster_set_card(*, cluster: FaceCluster, card: Card | None) -> FaceCluster:
-    now = timezone.now()
-    FaceCluster.objects.filter(pk=cluster.pk).update(card=card, modified_date=now)
-    cluster.card, cluster.modified_date = card, now
-    return cluster
+    """Attach the cluster to a card (None: detach). It becomes curated, a person's (videos.persons), so that
+    re-processing its archives keeps it and its card; under the clusters lock, as persons' changes are."""
+    with transaction.atomic():
+        lock_clusters()
+        updated = FaceCluster.objects.filter(pk=cluster.pk).update(card=card, curated=True,
+                                                                   modified_date=timezone.now())
+        if not updated:  # merged into another meanwhile
+            raise NotFound(_("No such cluster."))
+        return FaceCluster.objects.defer("centroid").get(pk=cluster.pk)
 
 
 def _delete_files(names: list[str]) -> None:

@@ -26,6 +26,13 @@ PERMS = [f"{action}_{model}" for action in ("view", "add", "change", "delete")
 
 
 @pytest.fixture
+def admin_api(db):
+    from django.contrib.auth.models import User
+
+    return token_client(User.objects.create_superuser("root", password="pw-root", email=""))
+
+
+@pytest.fixture
 def staff(db):
     return token_client(_user("watcher", PERMS))
 
@@ -288,6 +295,7 @@ def test_a_face_cluster_is_attached_to_a_card(staff):
     attached = staff.patch(url, {"card": card["id"]}, format="json")
     assert attached.status_code == 200 and attached.json()["card"] == card["id"]
     assert FaceCluster.objects.get(pk=cluster.pk).card_id == card["id"]
+    assert FaceCluster.objects.get(pk=cluster.pk).curated  # a person's: re-processing keeps it and its card
     assert_bad_param(staff.patch(url, {"card": 987654}, format="json"), "card")
     assert_bad_param(staff.patch(url, {"card": str(card["id"])}, format="json"), "card")
     # (read-only fields a client echoes back are ignored; unknown ones are not)
@@ -337,3 +345,30 @@ def test_matching_writes_an_event_matched_webhook_delivery(staff, face_models, d
     assert 0.6 <= item["confidence"] <= 1
     assert matching.match_faces(card_ids=[card["id"]]) == []  # matched already: nothing new to send
     assert WebhookDelivery.objects.filter(event_type="event.matched").count() == 1
+
+
+def test_a_camera_group_a_watch_list_or_webhook_names_is_not_deleted(admin_api, default_group):
+    """A list or webhook naming only that group would name none after the delete, which means every group: its
+    matches and deliveries would widen to all cameras. The delete is refused until the group is taken out."""
+    from videos.models import Webhook
+
+    group = CameraGroup.objects.create(name="gate")
+    watch_list = make_list(admin_api, camera_groups=[group.pk])
+    assert_error(admin_api.delete(f"/camera-groups/{group.pk}/"), 409, "CONFLICT")
+    admin_api.patch(f"/watch-lists/{watch_list['id']}/", {"camera_groups": [default_group.pk]}, format="json")
+    webhook = Webhook.objects.create(url="https://hooks.example.com/a", secret="s" * 16,
+                                     event_types=["archive.status"])
+    webhook.camera_groups.set([group])
+    assert_error(admin_api.delete(f"/camera-groups/{group.pk}/"), 409, "CONFLICT")
+    assert list(webhook.camera_groups.all()) == [group]
+    webhook.camera_groups.set([default_group])
+    assert admin_api.delete(f"/camera-groups/{group.pk}/").status_code == 204
+
+
+def test_a_merge_keeps_a_merged_clusters_card(admin_api):
+    card = make_card(admin_api)
+    target = FaceCluster.objects.create(event_count=0, centroid=bytes(4 * 512), curated=True)
+    other = FaceCluster.objects.create(event_count=0, centroid=bytes(4 * 512), card_id=card["id"])
+    answer = admin_api.post(f"/clusters/faces/{target.pk}/merge/", {"ids": [other.pk]}, format="json")
+    assert answer.status_code == 200 and answer.json()[0]["success"] is True, answer.content
+    assert admin_api.get(f"/clusters/faces/{target.pk}/").json()["card"] == card["id"]

@@ -231,3 +231,22 @@ def test_the_schema_documents_webhooks_without_the_secret_in_responses(hooks):
     items = schema["components"]["schemas"]["WebhookRequest"]["properties"]["event_types"]["items"]
     enum = schema["components"]["schemas"][items["$ref"].rsplit("/", 1)[1]]["enum"]
     assert sorted(enum) == ["archive.status", "cluster.created", "event.matched"]
+
+
+def test_a_webhooks_admin_page_shows_its_newest_deliveries_only(client, default_group):
+    """A busy webhook has thousands of deliveries: its page shows the newest WEBHOOK_PAGE_DELIVERIES."""
+    from django.contrib.auth.models import User
+
+    from videos.admin import WEBHOOK_PAGE_DELIVERIES
+
+    client.force_login(User.objects.create_superuser("admin", password="pw", email=""))
+    webhook = Webhook.objects.create(url="https://hooks.example.com/ffv", secret=SECRET,
+                                     event_types=["archive.status"])
+    archive = VideoArchive.objects.create(camera_group=default_group, name="clip")
+    for _ in range(WEBHOOK_PAGE_DELIVERIES + 10):
+        notify_archive_status(archive.pk, JobState.COMPLETED)
+    deliveries = list(webhook.deliveries.order_by("-id"))
+    assert len(deliveries) == WEBHOOK_PAGE_DELIVERIES + 10
+    page = client.get(f"/admin/videos/webhook/{webhook.pk}/change/").content.decode()
+    assert str(deliveries[0].uuid) in page and str(deliveries[WEBHOOK_PAGE_DELIVERIES - 1].uuid) in page
+    assert str(deliveries[WEBHOOK_PAGE_DELIVERIES].uuid) not in page

@@ -15,19 +15,9 @@ import pytest
 
 from processing.sources import SourceNotAllowed
 from processing.webhooks import WebhookPolicy, check_url, post, signature, verify_signature
+from tests.processing.test_fetch import resolver_of
 
 LOOPBACK = (ip_network("127.0.0.0/8"),)
-
-
-def resolver_of(names: dict[str, list[str]], calls: list[str] | None = None):
-    def resolve(host: str, port: int, *args, **kwargs):
-        if calls is not None:
-            calls.append(host)
-        if host not in names:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in names[host]]
-
-    return resolve
 
 
 @contextmanager
